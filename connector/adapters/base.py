@@ -1,0 +1,182 @@
+"""The adapter interface: the one seam between the sync engine and a provider.
+
+The engine knows only these types and the unified schema; an adapter knows only
+its provider's protocol (through the shared :mod:`connector.http` client) and
+the unified schema (through its declarative mapping).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Protocol
+
+import httpx
+
+from connector.clock import Clock
+from connector.config import ConnectionSettings
+from connector.errors import ConnectorError
+from connector.store import Store
+
+__all__ = [
+    "Adapter",
+    "Capabilities",
+    "DocumentSnapshot",
+    "ItemResult",
+    "Page",
+    "PaymentRequest",
+    "RemotePayment",
+    "build_adapter",
+]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a provider allows; the engine sizes its work from this."""
+
+    max_batch: int  # payments per push call
+    concurrency: int  # requests in flight per tenant
+    per_minute: int  # requests per minute per tenant
+    idempotency: str  # how a write is made idempotent
+    key_window: timedelta | None  # how long the provider remembers a key (None: no key)
+    max_key_length: int
+
+
+@dataclass(frozen=True)
+class DocumentSnapshot:
+    """A fresh read of an invoice or bill, in unified terms."""
+
+    remote_id: str
+    number: str | None
+    kind: str  # invoice | bill
+    status: str  # unified status: draft, submitted, authorised, paid, void, deleted…
+    provider_status: str
+    currency: str
+    total: Decimal
+    balance: Decimal
+    row_version: str | None
+    record: dict[str, Any]  # unified field values, ready to upsert
+
+    @property
+    def payable(self) -> bool:
+        """Whether the document can take a payment at all."""
+        return self.status == "authorised"
+
+
+@dataclass(frozen=True)
+class PaymentRequest:
+    """One payment to create, in unified terms (what the mapping writes from)."""
+
+    intent_id: str
+    document_remote_id: str
+    amount: Decimal
+    currency: str
+    transaction_date: date
+    reference: str
+    account_code: str | None = None
+    currency_rate: Decimal | None = None
+
+    def as_mapping_input(self) -> dict[str, Any]:
+        """The request as the mapping's write expressions see it."""
+        return {
+            "intent_id": self.intent_id,
+            "document_remote_id": self.document_remote_id,
+            "amount": self.amount,
+            "currency": self.currency,
+            "transaction_date": self.transaction_date.isoformat(),
+            "reference": self.reference,
+            "account_code": self.account_code,
+            "currency_rate": self.currency_rate,
+        }
+
+
+@dataclass(frozen=True)
+class RemotePayment:
+    """A payment as found in the ledger."""
+
+    remote_id: str
+    document_remote_id: str | None
+    amount: Decimal
+    reference: str | None
+    status: str  # unified: authorised | deleted
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """The outcome of one payment within a push call."""
+
+    intent_id: str
+    payment: RemotePayment | None = None
+    error: ConnectorError | None = None
+    status_code: int | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of changed records, in unified terms."""
+
+    records: list[dict[str, Any]]
+    page: int
+    page_size: int
+    has_more: bool
+    max_updated_at: datetime | None
+
+
+class Adapter(Protocol):
+    """What every provider adapter offers the engine."""
+
+    provider: str
+    capabilities: Capabilities
+    entities: tuple[str, ...]
+
+    def get_document(self, ref: str, kind: str = "invoice") -> DocumentSnapshot:
+        """Fresh read of a document by remote id or number.
+
+        Raises:
+            DocumentNotFound: no such document.
+        """
+        ...
+
+    def list_changed(self, entity: str, since: datetime | None, page: int, page_size: int) -> Page:
+        """Records of ``entity`` changed at or after ``since`` (second granularity)."""
+        ...
+
+    def push_payments(
+        self, batch: Sequence[PaymentRequest], idempotency_key: str
+    ) -> list[ItemResult]:
+        """Create the payments in one call under ``idempotency_key``; one result per item.
+
+        Raises:
+            OutcomeUnknown: the call may have been applied.
+            RateLimited, Transient, AuthRevoked: the call was not applied.
+        """
+        ...
+
+    def find_payment(self, request: PaymentRequest) -> list[RemotePayment]:
+        """Payments in the ledger carrying ``request.reference`` on its document."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def build_adapter(
+    settings: ConnectionSettings,
+    store: Store,
+    *,
+    clock: Clock | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> Adapter:
+    """Build the adapter for a configured connection."""
+    if settings.provider == "xero":
+        from connector.adapters.xero import XeroAdapter
+
+        return XeroAdapter(settings, store, clock=clock, transport=transport)
+    raise NotImplementedError(
+        f"connection {settings.id!r}: provider {settings.provider!r} has no adapter in this "
+        f"version (only 'xero')"
+    )

@@ -1,0 +1,419 @@
+"""Xero adapter: invoices and payments through the Accounting API 2.0.
+
+Idempotency: every payment write carries ``Idempotency-Key`` (Xero keeps it 6
+minutes) and our reference in ``Payment.Reference``, which ``find_payment``
+looks up with ``where=Reference=="…"`` before any resend.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from sqlmodel import SQLModel
+
+from connector import jsonutil
+from connector.adapters.base import (
+    Capabilities,
+    DocumentSnapshot,
+    ItemResult,
+    Page,
+    PaymentRequest,
+    RemotePayment,
+)
+from connector.clock import Clock
+from connector.config import ConnectionSettings
+from connector.errors import (
+    AmountExceedsBalance,
+    AuthExpired,
+    AuthRevoked,
+    ConnectorError,
+    DocumentNotFound,
+    DocumentNotPayable,
+    OutcomeUnknown,
+    RateLimited,
+    Transient,
+    ValidationRejected,
+)
+from connector.http import ProviderHTTP
+from connector.mapping import Mapping_, load_mapping
+from connector.money import quantize
+from connector.schema import Contact, Invoice, LedgerAccount, Payment
+from connector.store import Store
+
+__all__ = ["XERO_ERROR_TABLE", "XeroAdapter", "translate_xero_error"]
+
+API = "/api.xro/2.0"
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+WRITE_FIELDS = frozenset(
+    {
+        "intent_id",
+        "document_remote_id",
+        "amount",
+        "currency",
+        "transaction_date",
+        "reference",
+        "account_code",
+        "currency_rate",
+    }
+)
+MODELS: dict[str, type[SQLModel]] = {
+    "invoice": Invoice,
+    "payment": Payment,
+    "contact": Contact,
+    "ledger_account": LedgerAccount,
+}
+_ENTITY_PATHS = {
+    "invoice": ("Invoices", "Invoices"),
+    "payment": ("Payments", "Payments"),
+    "contact": ("Contacts", "Contacts"),
+    "ledger_account": ("Accounts", "Accounts"),
+}
+
+
+@dataclass(frozen=True)
+class XeroErrorRule:
+    """One row of the decision table: provider signal → unified error."""
+
+    status: int | None  # HTTP status, None = any
+    error_type: str | None  # Xero's Type (ValidationException…), None = any
+    pattern: str  # regex on the message (or problem Detail)
+    error: type[ConnectorError]
+    action: str  # what the engine does; documentation for people
+
+
+# Most specific first: the first matching row wins.
+XERO_ERROR_TABLE: tuple[XeroErrorRule, ...] = (
+    XeroErrorRule(
+        400,
+        "ValidationException",
+        r"Idempotency Key: .* is used with a different request",
+        ValidationRejected,
+        "bug-level: a key was reused for another body; park, alert",
+    ),
+    XeroErrorRule(
+        400,
+        "ValidationException",
+        r"Payments can only be made against Authorised documents",
+        DocumentNotPayable,
+        "re-read the document: paid → already_settled, else rejected",
+    ),
+    XeroErrorRule(
+        400,
+        "ValidationException",
+        r"Payment amount exceeds the amount outstanding",
+        AmountExceedsBalance,
+        "re-read the document: someone else may have paid",
+    ),
+    XeroErrorRule(
+        400,
+        "ValidationException",
+        r"Account could not be found",
+        ValidationRejected,
+        "rejected: fix payment_account_code",
+    ),
+    XeroErrorRule(
+        400,
+        "ValidationException",
+        r"Account type is invalid for making a payment",
+        ValidationRejected,
+        "rejected: the account must be BANK or take payments",
+    ),
+    XeroErrorRule(
+        400,
+        "ValidationException",
+        r"(Invoice|document).*(could not be found|does not exist)",
+        DocumentNotFound,
+        "rejected: no such document",
+    ),
+    XeroErrorRule(
+        400,
+        "PostDataInvalidException",
+        r".*",
+        ValidationRejected,
+        "bug-level: we sent malformed JSON",
+    ),
+    XeroErrorRule(400, None, r".*", ValidationRejected, "rejected with the provider's message"),
+    XeroErrorRule(401, None, r"TokenExpired", AuthExpired, "refresh the token and send again"),
+    XeroErrorRule(401, None, r".*", AuthRevoked, "park the connection: a person must reconnect"),
+    XeroErrorRule(
+        403,
+        None,
+        r".*",
+        AuthRevoked,
+        "park the connection: tenant disconnected or not in this grant",
+    ),
+    XeroErrorRule(404, None, r".*", DocumentNotFound, "rejected: no such document"),
+    XeroErrorRule(429, None, r".*", RateLimited, "wait Retry-After, then send again"),
+    XeroErrorRule(503, None, r".*", Transient, "reads: retry later; writes: outcome unknown"),
+    XeroErrorRule(500, None, r".*", Transient, "reads: retry later; writes: outcome unknown"),
+)
+
+
+def translate_xero_error(
+    status: int, error_type: str | None, message: str, *, write: bool = False
+) -> ConnectorError:
+    """Turn Xero's status, error Type and message into our taxonomy (one boundary)."""
+    for rule in XERO_ERROR_TABLE:
+        if rule.status is not None and rule.status != status:
+            continue
+        if rule.error_type is not None and rule.error_type != error_type:
+            continue
+        if re.search(rule.pattern, message or "", re.IGNORECASE):
+            cls = rule.error
+            if write and cls is Transient:
+                cls = OutcomeUnknown
+            return cls(
+                message or f"HTTP {status}",
+                provider_code=error_type or str(status),
+                provider_message=message,
+                status_code=status,
+            )
+    cls2: type[ConnectorError] = OutcomeUnknown if write and status >= 500 else ValidationRejected
+    return cls2(
+        message or f"HTTP {status}",
+        provider_code=error_type or str(status),
+        provider_message=message,
+        status_code=status,
+    )
+
+
+def _messages(item: dict[str, Any]) -> str:
+    errors = item.get("ValidationErrors") or []
+    # Xero writes "Message", some of its own examples "Description": read both.
+    texts = [str(e.get("Message") or e.get("Description") or "") for e in errors]
+    return "; ".join(t for t in texts if t)
+
+
+class XeroAdapter:
+    """The Xero implementation of :class:`connector.adapters.base.Adapter`."""
+
+    provider = "xero"
+    entities: tuple[str, ...] = ("invoice", "payment", "contact", "ledger_account")
+    capabilities = Capabilities(
+        max_batch=50,  # Xero recommends about 50 elements per request
+        concurrency=5,
+        per_minute=60,
+        idempotency="Idempotency-Key header (kept 6 minutes) + Reference lookup",
+        key_window=timedelta(minutes=6),
+        max_key_length=128,
+    )
+
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        store: Store,
+        *,
+        clock: Clock | None = None,
+        transport: httpx.BaseTransport | None = None,
+        mapping: Mapping_ | None = None,
+    ) -> None:
+        self.settings = settings
+        self.mapping = mapping or load_mapping("xero", models=MODELS, write_fields=WRITE_FIELDS)
+        self.http = ProviderHTTP(
+            settings,
+            store,
+            clock=clock,
+            base_headers={"xero-tenant-id": settings.tenant},
+            rate_limit_headers=(
+                "X-MinLimit-Remaining",
+                "X-DayLimit-Remaining",
+                "X-AppMinLimit-Remaining",
+            ),
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        """Close the HTTP client."""
+        self.http.close()
+
+    # -- the error boundary ---------------------------------------------------------
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        write: bool = False,
+        ok_statuses: tuple[int, ...] = (200,),
+    ) -> Any:
+        content = None
+        hdrs = dict(headers or {})
+        if body is not None:
+            content = jsonutil.dumps(body).encode()
+            hdrs["Content-Type"] = "application/json"
+        response = self.http.request(
+            method, f"{API}{path}", params=params, content=content, headers=hdrs, write=write
+        )
+        if response.status_code in ok_statuses:
+            try:
+                return jsonutil.loads(response.content)
+            except ValueError as exc:
+                raise (OutcomeUnknown if write else Transient)(
+                    f"{method} {path}: HTTP {response.status_code} with a body that is not JSON",
+                    provider_message=response.text[:300],
+                    status_code=response.status_code,
+                ) from exc
+        raise self._error_from(response, write)
+
+    @staticmethod
+    def _error_from(response: httpx.Response, write: bool) -> ConnectorError:
+        status = response.status_code
+        error_type: str | None = None
+        message = response.text[:500]
+        try:
+            data = jsonutil.loads(response.content)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            error_type = data.get("Type") or data.get("Title")
+            parts = [str(data.get("Message") or data.get("Detail") or "")]
+            for element in data.get("Elements") or []:
+                text = _messages(element)
+                if text:
+                    parts.append(text)
+            message = "; ".join(p for p in parts if p)
+        return translate_xero_error(status, error_type, message, write=write)
+
+    # -- reads -------------------------------------------------------------------
+    def _snapshot(self, raw: dict[str, Any]) -> DocumentSnapshot:
+        record = self.mapping.reader("invoice").read(raw)
+        currency = str(record["currency"] or "USD")
+        record["total"] = quantize(record["total"], currency)
+        record["balance"] = quantize(record["balance"], currency)
+        return DocumentSnapshot(
+            remote_id=record["remote_id"],
+            number=record.get("number"),
+            kind="bill" if raw.get("Type") == "ACCPAY" else "invoice",
+            status=record["status"],
+            provider_status=str(raw.get("Status")),
+            currency=currency,
+            total=record["total"],
+            balance=record["balance"],
+            row_version=record.get("row_version"),
+            record=record,
+        )
+
+    def get_document(self, ref: str, kind: str = "invoice") -> DocumentSnapshot:
+        """Fresh read of an invoice by InvoiceID or InvoiceNumber."""
+        if _GUID.match(ref):
+            data = self._call("GET", f"/Invoices/{ref}")
+        else:
+            data = self._call("GET", "/Invoices", params={"InvoiceNumbers": ref})
+        wanted = "ACCPAY" if kind == "bill" else "ACCREC"
+        invoices = [i for i in data.get("Invoices", []) if i.get("Type", wanted) == wanted]
+        if not invoices:
+            raise DocumentNotFound(f"no {kind} {ref!r} in Xero tenant {self.settings.tenant}")
+        return self._snapshot(invoices[0])
+
+    def list_changed(self, entity: str, since: datetime | None, page: int, page_size: int) -> Page:
+        """One page of ``entity`` changed since ``since``, oldest change first."""
+        resource, key = _ENTITY_PATHS[entity]
+        headers = {}
+        if since is not None:
+            headers["If-Modified-Since"] = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        params: dict[str, Any] = {"order": "UpdatedDateUTC ASC"}
+        paged = entity != "ledger_account"  # Accounts are not paged by Xero
+        if paged:
+            params.update(page=page, pageSize=page_size)
+        data = self._call("GET", f"/{resource}", params=params, headers=headers)
+        items = data.get(key, [])
+        reader = self.mapping.reader(entity)
+        records = [reader.read(item) for item in items]
+        if entity == "payment":
+            for rec, item in zip(records, items, strict=True):
+                invoice = item.get("Invoice") or {}
+                rec["allocations"] = [
+                    {
+                        "id": invoice.get("InvoiceID"),
+                        "type": "bill" if invoice.get("Type") == "ACCPAY" else "invoice",
+                        "amount": rec["total_amount"],
+                    }
+                ]
+        stamps = [r["remote_updated_at"] for r in records if r.get("remote_updated_at")]
+        if paged:
+            pagination = data.get("pagination") or {}
+            page_count = int(pagination.get("pageCount", page if len(items) >= page_size else 0))
+            has_more = page < page_count if pagination else len(items) >= page_size
+        else:
+            has_more = False
+        return Page(
+            records=records,
+            page=page,
+            page_size=page_size,
+            has_more=has_more,
+            max_updated_at=max(stamps) if stamps else None,
+        )
+
+    # -- writes ------------------------------------------------------------------
+    def _payment(self, raw: dict[str, Any]) -> RemotePayment:
+        rec = self.mapping.reader("payment").read(raw)
+        invoice = raw.get("Invoice") or {}
+        return RemotePayment(
+            remote_id=str(rec["remote_id"]),
+            document_remote_id=invoice.get("InvoiceID"),
+            amount=rec["total_amount"],
+            reference=rec.get("reference"),
+            status=rec["status"],
+            record=rec,
+        )
+
+    def push_payments(
+        self, batch: Sequence[PaymentRequest], idempotency_key: str
+    ) -> list[ItemResult]:
+        """``PUT /Payments?summarizeErrors=false`` with one Idempotency-Key for the call."""
+        payload = {"Payments": [self.mapping.write_payment(r.as_mapping_input()) for r in batch]}
+        data = self._call(
+            "PUT",
+            "/Payments",
+            params={"summarizeErrors": "false"},
+            body=payload,
+            headers={"Idempotency-Key": idempotency_key},
+            write=True,
+        )
+        items = data.get("Payments") or []
+        if len(items) != len(batch):
+            raise OutcomeUnknown(
+                f"PUT /Payments answered {len(items)} items for {len(batch)} sent",
+                provider_message=str(data)[:300],
+                status_code=200,
+            )
+        results: list[ItemResult] = []
+        for request, item in zip(batch, items, strict=True):
+            status = str(item.get("StatusAttributeString") or "OK").upper()
+            if status == "ERROR" or item.get("HasValidationErrors"):
+                err = translate_xero_error(400, "ValidationException", _messages(item))
+                results.append(ItemResult(request.intent_id, error=err, status_code=200))
+            elif not item.get("PaymentID"):
+                # Xero has answered OK with no PaymentID and created nothing
+                # (XeroAPI/Xero-NetStandard#324): we cannot know, so we look it up.
+                results.append(
+                    ItemResult(
+                        request.intent_id,
+                        error=OutcomeUnknown("Xero answered OK without a PaymentID"),
+                        status_code=200,
+                    )
+                )
+            else:
+                results.append(
+                    ItemResult(request.intent_id, payment=self._payment(item), status_code=200)
+                )
+        return results
+
+    def find_payment(self, request: PaymentRequest) -> list[RemotePayment]:
+        """Payments whose Reference is exactly ours, on the intent's document."""
+        reference = request.reference.replace('"', '\\"')
+        data = self._call("GET", "/Payments", params={"where": f'Reference=="{reference}"'})
+        found = [self._payment(p) for p in data.get("Payments", [])]
+        return [
+            p
+            for p in found
+            if p.reference == request.reference
+            and (p.document_remote_id or "").lower() == request.document_remote_id.lower()
+        ]

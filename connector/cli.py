@@ -1,0 +1,454 @@
+"""The ``connector`` command.
+
+Exit codes: 0 done; 2 bad input (config, arguments, an allocation refused at
+intake — nothing stored); 3 an allocation ended ``rejected`` or ``conflict``;
+4 an allocation is not final yet (it stays queued; see ``connector status``);
+1 anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlmodel import col, select
+
+from connector.config import ConfigError, Settings, load_settings
+from connector.logging import configure_logging
+from connector.money import quantize
+from connector.state import TERMINAL, Attempt, ConnectionRecord, Cursor, PaymentIntent
+from connector.store import Store
+
+app = typer.Typer(
+    name="connector",
+    help="Keep QuickBooks Online, Xero and NetSuite in step: pull records, push payments exactly once.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+# Piped output is not cut to 80 columns: tables are read by people in logs too.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The TOML config file.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+EXIT_BAD_INPUT = 2
+EXIT_NOT_APPLIED = 3
+EXIT_NOT_FINAL = 4
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _settings(config: Path) -> Settings:
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        _fail(str(exc))
+    configure_logging(settings.logging.level, settings.logging.format)
+    return settings
+
+
+def _open(config: Path, *, migrate: bool = True) -> tuple[Settings, Store]:
+    settings = _settings(config)
+    store = Store(settings.database.url)
+    if migrate:
+        try:
+            store.upgrade()
+        except Exception as exc:  # the database is unreachable or not ours
+            _fail(
+                f"{config}: database.url: cannot open or migrate {settings.database.url!r} "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). Fix: check the URL "
+                f"and that the database server is running"
+            )
+    return settings, store
+
+
+def _money(value: Decimal | None, currency: str | None) -> str:
+    if value is None:
+        return "-"
+    return str(quantize(value, currency or "USD"))
+
+
+@app.command("check-config")
+def check_config(config: ConfigOpt) -> None:
+    """Validate a config file and say what it holds."""
+    settings = _settings(config)
+    out.print(
+        f"[green]ok[/] {config}: database {settings.database.url}, "
+        f"{len(settings.connections)} connection(s)"
+    )
+    for conn in settings.connections:
+        out.print(f"  - {conn.id}: {conn.provider} {conn.tenant} at {conn.base_url}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOpt) -> None:
+    """Create or upgrade the schema to the newest migration."""
+    settings, store = _open(config, migrate=False)
+    store.upgrade()
+    out.print(f"database at revision {store.current_revision()} ({settings.database.url})")
+
+
+def _parse_date(value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        _fail(f"--date {value!r} is not a date; use YYYY-MM-DD (the ledger's own calendar day)")
+
+
+def _intent_rows(intents: list[PaymentIntent]) -> Table:
+    table = Table(title="Allocations")
+    for name in (
+        "document",
+        "amount",
+        "state",
+        "reason",
+        "payment id",
+        "ledger balance",
+        "ledger status",
+    ):
+        table.add_column(name)
+    for i in intents:
+        table.add_row(
+            i.document_number or i.document_ref,
+            f"{_money(i.amount, i.currency)} {i.currency}",
+            i.state,
+            i.reason_code or "",
+            i.remote_payment_id or "",
+            _money(i.result_balance, i.currency),
+            i.result_status or "",
+        )
+    return table
+
+
+def _exit_for(intents: list[PaymentIntent]) -> int:
+    if any(i.state not in TERMINAL for i in intents):
+        return EXIT_NOT_FINAL
+    if any(i.state in ("rejected", "conflict") for i in intents):
+        return EXIT_NOT_APPLIED
+    return 0
+
+
+@app.command()
+def pay(
+    config: ConfigOpt,
+    connection: Annotated[str, typer.Option(help="Connection id from the config.")],
+    document: Annotated[str, typer.Option(help="Invoice number (INV-0001) or remote id.")],
+    amount: Annotated[str, typer.Option(help="Amount in the document's currency, e.g. 49.99.")],
+    on_date: Annotated[
+        str | None, typer.Option("--date", help="Payment date YYYY-MM-DD (default today).")
+    ] = None,
+    account: Annotated[
+        str | None, typer.Option(help="Bank account code (default: payment_account_code).")
+    ] = None,
+    reference: Annotated[
+        str | None, typer.Option(help="Your reference, shown on the payment.")
+    ] = None,
+    key: Annotated[
+        str | None, typer.Option(help="Idempotency key (default: derived from the request).")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for a final state.")] = 60.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Pay one document: store the allocation, push it, wait for its final state."""
+    from connector.sync.push import AllocationRequest, IntakeError, PushEngine, intent_as_dict
+
+    when = _parse_date(on_date)
+    settings, store = _open(config)
+    engine = PushEngine(settings, store)
+    try:
+        result = engine.intake(
+            AllocationRequest(
+                connection_id=connection,
+                document=document,
+                amount=amount,
+                transaction_date=when,
+                account_code=account,
+                reference=reference,
+                idempotency_key=key,
+            )
+        )
+        intents = engine.push_until_final([result.intent.id], timeout=timeout)
+    except ConfigError as exc:
+        _fail(str(exc))
+    except IntakeError as exc:
+        _fail(f"allocation refused ({exc.code}): {exc.message}")
+    finally:
+        engine.close()
+    if as_json:
+        print(json.dumps([intent_as_dict(i) for i in intents], indent=2))
+    else:
+        if not result.created:
+            out.print(
+                f"(key {result.intent.idempotency_key!r} seen before: showing that allocation)"
+            )
+        out.print(_intent_rows(intents))
+        for i in intents:
+            if i.reason_message:
+                out.print(f"{i.document_number or i.document_ref}: {i.reason_message}")
+    raise typer.Exit(_exit_for(intents))
+
+
+@app.command()
+def backfill(
+    config: ConfigOpt,
+    connection: Annotated[
+        list[str] | None, typer.Option(help="Only this connection (repeatable).")
+    ] = None,
+    entity: Annotated[
+        list[str] | None, typer.Option(help="Entity: invoice, payment, contact, ledger_account.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Read changes from this date (YYYY-MM-DD).")
+    ] = None,
+) -> None:
+    """Pull history into the store, page by page, resumable after a crash or Ctrl-C."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from connector.sync.pull import ENTITY_MODELS, PullEngine
+
+    entities = entity or ["invoice"]
+    for e in entities:
+        if e not in ENTITY_MODELS:
+            _fail(f"--entity {e!r} is unknown; use one of {', '.join(ENTITY_MODELS)}")
+    start = None
+    if since is not None:
+        day = _parse_date(since)
+        assert day is not None
+        start = datetime(
+            day.year, day.month, day.day, tzinfo=datetime.now().astimezone().tzinfo
+        ).astimezone()
+    settings, store = _open(config)
+    ids = connection or [c.id for c in settings.connections if c.enabled]
+    try:
+        for cid in ids:
+            settings.connection(cid)
+    except ConfigError as exc:
+        _fail(str(exc))
+    engine = PullEngine(settings, store)
+    summary = Table(title="Backfill")
+    for name in (
+        "connection",
+        "entity",
+        "pages",
+        "records",
+        "new",
+        "updated",
+        "deleted/void",
+        "complete",
+    ):
+        summary.add_column(name)
+    try:
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        ) as progress:
+            for cid in ids:
+                for ent in entities:
+                    task = progress.add_task(f"{cid} {ent}: 0 records")
+
+                    def on_page(stats: Any, _page: Any, task: Any = task) -> None:
+                        progress.update(
+                            task,
+                            description=f"{stats.connection_id} {stats.entity}: "
+                            f"{stats.records} records, {stats.pages} pages",
+                        )
+
+                    [stats] = engine.run_once(
+                        connection_ids=[cid], entities=[ent], since=start, on_page=on_page
+                    )
+                    summary.add_row(
+                        cid,
+                        ent,
+                        str(stats.pages),
+                        str(stats.records),
+                        str(stats.inserted),
+                        str(stats.updated),
+                        str(stats.deleted),
+                        "yes" if stats.complete else "no",
+                    )
+    except KeyboardInterrupt:
+        err.print("interrupted: every committed page is kept; run the same command to resume")
+        raise typer.Exit(130) from None
+    finally:
+        engine.close()
+    out.print(summary)
+
+
+@app.command()
+def status(
+    config: ConfigOpt,
+    intent: Annotated[
+        str | None, typer.Option(help="Show one intent and its attempt history.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Intents by state per connection, connection health and cursors."""
+    from sqlalchemy import func
+
+    from connector.sync.push import intent_as_dict
+
+    settings, store = _open(config)
+    with store.session() as s:
+        if intent is not None:
+            found = s.get(PaymentIntent, intent)
+            if found is None:
+                _fail(f"no intent with id {intent!r}")
+            attempts = s.exec(
+                select(Attempt).where(Attempt.intent_id == intent).order_by(col(Attempt.id))
+            ).all()
+            if as_json:
+                print(
+                    json.dumps(
+                        {
+                            "intent": intent_as_dict(found),
+                            "attempts": [{**a.model_dump(mode="json")} for a in attempts],
+                        },
+                        indent=2,
+                        default=str,
+                    )
+                )
+                return
+            out.print(_intent_rows([found]))
+            if found.reason_message:
+                out.print(f"reason: {found.reason_message}")
+            history = Table(title=f"Attempts of {intent}")
+            for name in ("at", "phase", "key", "status", "outcome", "payment id", "message"):
+                history.add_column(name)
+            for a in attempts:
+                history.add_row(
+                    a.at.strftime("%Y-%m-%d %H:%M:%S"),
+                    a.phase,
+                    a.idempotency_key or "",
+                    str(a.status_code or ""),
+                    a.outcome,
+                    a.remote_payment_id or "",
+                    a.message or "",
+                )
+            out.print(history)
+            return
+        counts = s.exec(
+            select(PaymentIntent.connection_id, PaymentIntent.state, func.count()).group_by(
+                PaymentIntent.connection_id, PaymentIntent.state
+            )
+        ).all()
+        records = {r.id: r for r in s.exec(select(ConnectionRecord)).all()}
+        cursors = s.exec(select(Cursor)).all()
+    by_conn: dict[str, dict[str, int]] = {}
+    for cid, state, n in counts:
+        by_conn.setdefault(cid, {})[state] = n
+    data: list[dict[str, Any]] = []
+    for conn in settings.connections:
+        rec = records.get(conn.id)
+        data.append(
+            {
+                "connection": conn.id,
+                "provider": conn.provider,
+                "tenant": conn.tenant,
+                "health": rec.status if rec else "not yet used",
+                "health_reason": rec.status_reason if rec else None,
+                "intents": by_conn.get(conn.id, {}),
+                "cursors": {
+                    c.entity: {"position": c.position, "page": c.page, "records": c.records}
+                    for c in cursors
+                    if c.connection_id == conn.id
+                },
+            }
+        )
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    table = Table(title="Connections")
+    for name in ("connection", "provider", "health", "intents by state", "cursors"):
+        table.add_column(name)
+    for row in data:
+        intents = ", ".join(f"{k} {v}" for k, v in sorted(row["intents"].items())) or "none"
+        curs = (
+            ", ".join(f"{e} @ {c['position'] or 'start'}" for e, c in row["cursors"].items()) or "-"
+        )
+        health = row["health"] + (f" ({row['health_reason']})" if row["health_reason"] else "")
+        table.add_row(row["connection"], row["provider"], health, intents, curs)
+    out.print(table)
+
+
+@app.command()
+def run(config: ConfigOpt) -> None:
+    """Run the daemon: pull and push on the intervals of [daemon] until SIGTERM."""
+    from connector.daemon import Daemon
+
+    settings, store = _open(config)
+    raise typer.Exit(Daemon(settings, store).run())
+
+
+@app.command()
+def sandbox(
+    host: Annotated[
+        str, typer.Option(help="Interface to listen on (keep it loopback).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0 = any free port).")] = 8765,
+    seed: Annotated[int, typer.Option(help="Seed of the deterministic ledger data.")] = 1,
+    tenants: Annotated[int, typer.Option(help="Xero tenants to seed.")] = 1,
+    invoices: Annotated[int, typer.Option(help="Invoices per tenant.")] = 12,
+    faults: Annotated[
+        str | None, typer.Option(help="e.g. drop_after_commit=0.2,latency_ms=50")
+    ] = None,
+    write_config: Annotated[
+        Path | None, typer.Option(help="Write a connector config for the sandbox here.")
+    ] = None,
+    database_url: Annotated[
+        str, typer.Option(help="database.url for the written config.")
+    ] = "sqlite:///connector.db",
+) -> None:
+    """Serve the built-in ledger sandbox (Xero under /xero) until Ctrl-C."""
+    from connector.sandbox import serve
+
+    configure_logging("INFO", "auto")
+    serve(
+        host=host,
+        port=port,
+        seed=seed,
+        tenants=tenants,
+        invoices=invoices,
+        faults=faults,
+        write_config_path=write_config,
+        database_url=database_url,
+    )
+
+
+@app.command()
+def demo(
+    seed: Annotated[int, typer.Option(help="Seed of the sandbox's ledger data.")] = 1,
+    workdir: Annotated[Path | None, typer.Option(help="Keep the config and database here.")] = None,
+) -> None:
+    """Start the sandbox, pay four invoices, and show what the ledger says."""
+    from connector.demo import run_demo
+
+    raise typer.Exit(run_demo(seed=seed, workdir=workdir, console=out))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

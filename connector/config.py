@@ -1,0 +1,294 @@
+"""TOML config → typed, validated settings.
+
+A bad file never starts anything: :class:`ConfigError` names the file, the key,
+what is wrong and how to fix it. ``${ENV_VAR}`` (or ``${ENV_VAR:-default}``) in
+any string value is replaced from the environment, so secrets stay out of the
+file; every secret value is registered with the log redactor on load.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from connector.logging import register_secret
+
+__all__ = [
+    "ConfigError",
+    "ConnectionSettings",
+    "DaemonSettings",
+    "DatabaseSettings",
+    "LoggingSettings",
+    "Settings",
+    "load_settings",
+    "parse_settings",
+]
+
+Provider = Literal["xero", "quickbooks", "netsuite"]
+_TENANT_KEY: dict[str, str] = {
+    "xero": "tenant_id",
+    "quickbooks": "realm_id",
+    "netsuite": "account_id",
+}
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(Exception):
+    """A config problem, said so that a person can fix it."""
+
+    def __init__(self, file: str | Path, key: str, problem: str, fix: str) -> None:
+        self.file = str(file)
+        self.key = key
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{self.file}: {key}: {problem}. Fix: {fix}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseSettings(_Strict):
+    """``[database]``."""
+
+    url: str = Field(default="sqlite:///connector.db", min_length=1)
+
+
+class LoggingSettings(_Strict):
+    """``[logging]``."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class DaemonSettings(_Strict):
+    """``[daemon]``: intervals of the scheduler's ticks and the life cycle."""
+
+    pull_interval_seconds: float = Field(default=300.0, gt=0)
+    push_interval_seconds: float = Field(default=5.0, gt=0)
+    lease_seconds: float = Field(default=120.0, gt=0)
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+
+
+class ConnectionSettings(_Strict):
+    """One ``[[connections]]`` table: a ledger (one tenant/realm/account) to keep in step."""
+
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    provider: Provider
+    base_url: str = Field(min_length=1)
+    token_url: str = Field(min_length=1)
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr
+    refresh_token: SecretStr
+    tenant_id: str | None = None
+    realm_id: str | None = None
+    account_id: str | None = None
+    payment_account_code: str | None = None
+    reference_prefix: str = Field(default="cx", pattern=r"^[A-Za-z0-9-]{1,10}$")
+    page_size: int = Field(default=100, ge=1, le=1000)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    max_inline_wait_seconds: float = Field(default=5.0, ge=0)
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _tenant_key_present(self) -> ConnectionSettings:
+        key = _TENANT_KEY[self.provider]
+        if not getattr(self, key):
+            raise ValueError(f"missing:{key}")
+        return self
+
+    @property
+    def tenant(self) -> str:
+        """The provider's tenant/realm/account id for this connection."""
+        value = getattr(self, _TENANT_KEY[self.provider])
+        assert isinstance(value, str)
+        return value
+
+
+class Settings(_Strict):
+    """The whole config file."""
+
+    database: DatabaseSettings = DatabaseSettings()
+    logging: LoggingSettings = LoggingSettings()
+    daemon: DaemonSettings = DaemonSettings()
+    connections: list[ConnectionSettings] = Field(default_factory=list)
+    source: str = "<memory>"
+
+    def connection(self, connection_id: str) -> ConnectionSettings:
+        """Return the connection called ``connection_id``.
+
+        Raises:
+            ConfigError: if there is none, listing the ones there are.
+        """
+        for conn in self.connections:
+            if conn.id == connection_id:
+                return conn
+        known = ", ".join(c.id for c in self.connections) or "none"
+        raise ConfigError(
+            self.source,
+            f"connections[id={connection_id!r}]",
+            "no connection with this id",
+            f"use one of: {known}",
+        )
+
+
+def _substitute_env(value: Any, path: str, file: Path) -> Any:
+    if isinstance(value, str):
+
+        def repl(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise ConfigError(
+                file,
+                path,
+                f"refers to environment variable {name}, which is not set",
+                f"export {name}=… before starting, or write ${{{name}:-default}}",
+            )
+
+        return _ENV_REF.sub(repl, value)
+    if isinstance(value, dict):
+        return {k: _substitute_env(v, f"{path}.{k}" if path else k, file) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute_env(v, f"{path}[{i}]", file) for i, v in enumerate(value)]
+    return value
+
+
+def _key_path(loc: tuple[int | str, ...], raw: dict[str, Any]) -> str:
+    parts: list[str] = []
+    node: Any = raw
+    for item in loc:
+        if isinstance(item, int):
+            label = f"[{item}]"
+            if isinstance(node, list) and item < len(node) and isinstance(node[item], dict):
+                cid = node[item].get("id")
+                if cid:
+                    label = f"[{item}] (id={cid!r})"
+            parts.append(label)
+            node = node[item] if isinstance(node, list) and item < len(node) else None
+        else:
+            parts.append(f".{item}" if parts else str(item))
+            node = node.get(item) if isinstance(node, dict) else None
+    return "".join(parts)
+
+
+def _fields_of(loc: tuple[int | str, ...]) -> list[str]:
+    model: type[BaseModel] = Settings
+    for item in loc[:-1]:
+        if isinstance(item, int):
+            continue
+        if item == "connections":
+            model = ConnectionSettings
+        elif item in Settings.model_fields and item != "connections":
+            annotation = Settings.model_fields[item].annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                model = annotation
+    return [f for f in model.model_fields if f != "source"]
+
+
+def _explain(err: Any, raw: dict[str, Any], file: Path) -> ConfigError:
+    loc: tuple[int | str, ...] = tuple(err["loc"])
+    etype: str = err["type"]
+    msg: str = err["msg"]
+    if etype == "value_error" and "missing:" in msg:
+        missing = msg.split("missing:", 1)[1].strip()
+        provider = _dig(raw, loc).get("provider", "?") if isinstance(_dig(raw, loc), dict) else "?"
+        return ConfigError(
+            file,
+            _key_path((*loc, missing), raw),
+            f"required for provider {provider!r} but missing",
+            f'add {missing} = "…" to this [[connections]] table',
+        )
+    key = _key_path(loc, raw)
+    last = loc[-1] if loc else ""
+    if etype == "missing":
+        return ConfigError(file, key, "required key is missing", f'add {last} = "…"')
+    if etype == "extra_forbidden":
+        fields = _fields_of(loc)
+        close = difflib.get_close_matches(str(last), fields, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(fields)}"
+        return ConfigError(file, key, "unknown key", f"remove it ({hint})")
+    if etype == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        return ConfigError(
+            file, key, f"{err.get('input')!r} is not allowed", f"use one of {expected}"
+        )
+    return ConfigError(file, key, msg, "correct the value (see config.example.toml)")
+
+
+def _dig(raw: Any, loc: tuple[int | str, ...]) -> Any:
+    node = raw
+    for item in loc:
+        try:
+            node = node[item]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
+
+
+def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
+    """Validate an already-parsed TOML document."""
+    data = _substitute_env(raw, "", file)
+    try:
+        settings = Settings.model_validate({**data, "source": str(file)})
+    except ValidationError as exc:
+        errors = exc.errors()
+        # A misspelt key also shows up as the real key "missing": explain the typo.
+        errors.sort(key=lambda e: e["type"] != "extra_forbidden")
+        raise _explain(errors[0], data, file) from None
+    seen: set[str] = set()
+    for i, conn in enumerate(settings.connections):
+        if conn.id in seen:
+            raise ConfigError(
+                file,
+                f"connections[{i}].id",
+                f"duplicate connection id {conn.id!r}",
+                "give every [[connections]] table its own id",
+            )
+        seen.add(conn.id)
+        register_secret(conn.client_secret.get_secret_value())
+        register_secret(conn.refresh_token.get_secret_value())
+    return settings
+
+
+def load_settings(path: str | Path) -> Settings:
+    """Read, substitute and validate the TOML file at ``path``.
+
+    Raises:
+        ConfigError: for a missing file, bad TOML, or an invalid value.
+    """
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            file,
+            "-",
+            "file not found",
+            "pass --config with an existing file (start from config.example.toml)",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            file,
+            "-",
+            f"cannot read the file ({exc.strerror})",
+            "check the path and its permissions",
+        ) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            file,
+            "-",
+            f"not valid TOML ({exc})",
+            "fix the syntax at that line (strings need quotes)",
+        ) from None
+    return parse_settings(raw, file)

@@ -1,0 +1,128 @@
+"""The long-running daemon: APScheduler ticks, the database decides.
+
+Scheduler jobs only call ``run_once()`` of the push and pull engines; every
+correctness decision (what is due, who holds it) lives in the store. SIGTERM or
+SIGINT stops taking new work, lets the job in hand finish within the grace
+period, and exits 0; a second signal exits at once. Whatever was in flight is
+left claimable: its lease expires and the next worker reconciles it first.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from connector.clock import Clock, SystemClock
+from connector.config import Settings
+from connector.errors import ConnectorError
+from connector.logging import get_logger
+from connector.store import Store
+from connector.sync.pull import PullEngine
+from connector.sync.push import PushEngine
+
+__all__ = ["Daemon"]
+
+log = get_logger("connector.daemon")
+
+
+class Daemon:
+    """Runs pull and push on intervals from ``[daemon]`` until told to stop."""
+
+    def __init__(self, settings: Settings, store: Store, *, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock or SystemClock()
+        self.push = PushEngine(settings, store, clock=self.clock)
+        self.pull = PullEngine(settings, store, clock=self.clock)
+        self._stop = threading.Event()
+        self._signals = 0
+        self.scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(max_workers=2)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
+            timezone="UTC",
+        )
+
+    def push_tick(self) -> None:
+        """One push round (a scheduler job)."""
+        if self._stop.is_set():
+            return
+        try:
+            counts = self.push.run_once()
+            if counts:
+                log.info("push_tick", **{k: v for k, v in counts.items()})
+        except Exception:
+            log.exception("push_tick_failed")
+
+    def pull_tick(self) -> None:
+        """One pull round over every connection (a scheduler job)."""
+        if self._stop.is_set():
+            return
+        for conn in self.settings.connections:
+            if not conn.enabled or self._stop.is_set():
+                continue
+            try:
+                self.pull.run_once(connection_ids=[conn.id], entities=("invoice",))
+            except ConnectorError as exc:
+                log.warning("pull_failed", connection=conn.id, error=exc.code, message=exc.message)
+            except Exception:
+                log.exception("pull_tick_failed", connection=conn.id)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            log.warning("second_signal_exiting_now", signal=signum)
+            raise SystemExit(1)
+        log.info("stopping", signal=signal.Signals(signum).name)
+        self.request_stop()
+
+    def request_stop(self) -> None:
+        """Stop taking work; :meth:`run` returns after the grace period at most."""
+        self._stop.set()
+        self.push.stop()
+        self.pull.stop_requested = True
+
+    def run(self, *, install_signals: bool = True) -> int:
+        """Run until a signal (or :meth:`request_stop`); return the exit code."""
+        if install_signals:
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        d = self.settings.daemon
+        self.scheduler.add_job(
+            self.push_tick,
+            "interval",
+            seconds=d.push_interval_seconds,
+            id="push",
+            next_run_time=self.clock.now(),
+        )
+        self.scheduler.add_job(
+            self.pull_tick,
+            "interval",
+            seconds=d.pull_interval_seconds,
+            id="pull",
+            next_run_time=self.clock.now(),
+        )
+        self.scheduler.start()
+        log.info(
+            "daemon_started",
+            connections=len(self.settings.connections),
+            push_every=d.push_interval_seconds,
+            pull_every=d.pull_interval_seconds,
+        )
+        while not self._stop.wait(0.5):
+            pass
+        stopper = threading.Thread(
+            target=self.scheduler.shutdown, kwargs={"wait": True}, daemon=True
+        )
+        stopper.start()
+        stopper.join(timeout=d.shutdown_grace_seconds)
+        if stopper.is_alive():
+            log.warning("grace_period_over", seconds=d.shutdown_grace_seconds)
+        self.push.close()
+        self.pull.close()
+        self.store.dispose()
+        log.info("daemon_stopped", clean=not stopper.is_alive())
+        return 0

@@ -1,0 +1,347 @@
+"""The shared HTTP layer: OAuth bearer tokens, rate-limit handling, logging, and
+the provider-independent half of error translation.
+
+Cross-cutting behaviour lives here, not in adapters: an adapter asks
+:meth:`ProviderHTTP.request` for a response and only interprets provider bodies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import warnings
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from authlib.integrations.base_client.errors import OAuthError
+
+with warnings.catch_warnings():
+    # Authlib >= 1.7 nudges towards the httpx2 fork but fully supports httpx,
+    # which the rest of the project uses; keep the nudge out of users' logs.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from authlib.integrations.httpx_client import OAuth2Client
+
+from connector.clock import Clock, SystemClock
+from connector.config import ConnectionSettings
+from connector.errors import AuthRevoked, OutcomeUnknown, RateLimited, Transient
+from connector.logging import get_logger, register_secret
+from connector.state import ConnectionRecord
+from connector.store import Store
+
+__all__ = ["ProviderHTTP", "RateLimitState", "TokenManager", "grant_fingerprint"]
+
+log = get_logger("connector.http")
+
+# Refresh this long before expiry, so a token never dies in flight.
+TOKEN_EXPIRY_MARGIN = timedelta(seconds=60)
+# The longest Retry-After we sleep through inline; longer waits reschedule work.
+DEFAULT_MAX_INLINE_WAIT = 5.0
+# Retries of a request the provider provably did not process (429, connect error).
+MAX_NOT_PROCESSED_RETRIES = 3
+# Statuses whose request was rejected before any processing.
+_NOT_PROCESSED = {429}
+
+
+def grant_fingerprint(refresh_token: str) -> str:
+    """A non-reversible tag for a configured grant (never the token itself)."""
+    return hashlib.sha256(refresh_token.encode()).hexdigest()[:32]
+
+
+class TokenManager:
+    """Keeps one connection's OAuth 2.0 tokens valid, in the store.
+
+    The refresh token rotates on every refresh; the new one is committed to the
+    store *before* the new access token is used, so a crash right after a
+    refresh never strands the connection with a spent refresh token. Refreshes
+    are serialized per connection within the process.
+    """
+
+    def __init__(self, settings: ConnectionSettings, store: Store, clock: Clock | None = None):
+        self.settings = settings
+        self.store = store
+        self.clock = clock or SystemClock()
+        self._lock = threading.Lock()
+
+    def _record(self) -> ConnectionRecord:
+        configured = self.settings.refresh_token.get_secret_value()
+        fp = grant_fingerprint(configured)
+        with self.store.session() as s:
+            rec = s.get(ConnectionRecord, self.settings.id)
+            if rec is None:
+                rec = ConnectionRecord(
+                    id=self.settings.id,
+                    provider=self.settings.provider,
+                    tenant=self.settings.tenant,
+                )
+            if rec.grant_fingerprint != fp:
+                # A new grant in the config replaces whatever chain we had.
+                rec.grant_fingerprint = fp
+                rec.refresh_token = configured
+                rec.access_token = None
+                rec.access_token_expires_at = None
+                rec.status, rec.status_reason = "active", None
+                s.add(rec)
+            return rec
+
+    def access_token(self) -> str:
+        """A valid access token, refreshing first when it is about to expire."""
+        rec = self._record()
+        if rec.status == "needs_reauth":
+            raise AuthRevoked(rec.status_reason or "connection needs to be reauthorised")
+        if (
+            rec.access_token
+            and rec.access_token_expires_at
+            and rec.access_token_expires_at - TOKEN_EXPIRY_MARGIN > self.clock.now()
+        ):
+            register_secret(rec.access_token)
+            return rec.access_token
+        return self.refresh(rejected=rec.access_token)
+
+    def refresh(self, rejected: str | None = None) -> str:
+        """Refresh the grant, unless another thread already replaced ``rejected``."""
+        with self._lock:
+            rec = self._record()
+            if (
+                rec.access_token
+                and rec.access_token != rejected
+                and rec.access_token_expires_at
+                and rec.access_token_expires_at > self.clock.now()
+            ):
+                return rec.access_token
+            refresh_token = rec.refresh_token or self.settings.refresh_token.get_secret_value()
+            client = OAuth2Client(
+                client_id=self.settings.client_id,
+                client_secret=self.settings.client_secret.get_secret_value(),
+                token_endpoint_auth_method="client_secret_basic",
+                timeout=self.settings.timeout_seconds,
+            )
+            try:
+                token = client.refresh_token(self.settings.token_url, refresh_token=refresh_token)
+            except OAuthError as exc:
+                if exc.error in {"invalid_grant", "invalid_client", "unauthorized_client"}:
+                    self._park(
+                        f"token refresh refused ({exc.error}): reconnect the app to the "
+                        f"ledger and put the new refresh token in the config"
+                    )
+                    raise AuthRevoked(
+                        "the ledger refused the refresh token",
+                        provider_code=exc.error,
+                        provider_message=exc.description,
+                    ) from exc
+                raise Transient(f"token refresh failed: {exc.error}") from exc
+            except httpx.HTTPError as exc:
+                raise Transient(f"token endpoint unreachable: {type(exc).__name__}") from exc
+            finally:
+                client.close()
+            access = str(token["access_token"])
+            register_secret(access)
+            new_refresh = token.get("refresh_token")
+            if new_refresh:
+                register_secret(str(new_refresh))
+            expires_in = float(token.get("expires_in", 1800))
+            with self.store.session() as s:
+                stored = s.get(ConnectionRecord, self.settings.id)
+                assert stored is not None
+                if new_refresh:
+                    stored.refresh_token = str(new_refresh)
+                stored.access_token = access
+                stored.access_token_expires_at = self.clock.now() + timedelta(seconds=expires_in)
+                stored.token_refreshed_at = self.clock.now()
+                stored.updated_at = self.clock.now()
+                s.add(stored)
+            log.info("token_refreshed", connection=self.settings.id, expires_in=expires_in)
+            return access
+
+    def _park(self, reason: str) -> None:
+        with self.store.session() as s:
+            rec = s.get(ConnectionRecord, self.settings.id)
+            if rec is not None:
+                rec.status, rec.status_reason = "needs_reauth", reason
+                rec.access_token = None
+                rec.updated_at = self.clock.now()
+                s.add(rec)
+        log.error("connection_parked", connection=self.settings.id, reason=reason)
+
+
+class _BearerAuth(httpx.Auth):
+    """Adds the bearer token; on a 401 refreshes once and sends again.
+
+    A 401 means the request was refused before processing, so sending the
+    same request again cannot apply anything twice.
+    """
+
+    def __init__(self, tokens: TokenManager) -> None:
+        self.tokens = tokens
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        token = self.tokens.access_token()
+        request.headers["Authorization"] = f"Bearer {token}"
+        response = yield request
+        if response.status_code == 401:
+            token = self.tokens.refresh(rejected=token)
+            request.headers["Authorization"] = f"Bearer {token}"
+            yield request
+
+
+@dataclass
+class RateLimitState:
+    """What the provider last told us about our remaining quota."""
+
+    remaining: dict[str, int] = field(default_factory=dict)
+    throttled: int = 0
+    requests: int = 0
+
+
+class ProviderHTTP:
+    """One connection's HTTP client.
+
+    Args:
+        settings: the connection.
+        store: where tokens live.
+        rate_limit_headers: response headers that carry remaining quotas.
+        transport: optional httpx transport (tests, vcrpy).
+    """
+
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        store: Store,
+        *,
+        clock: Clock | None = None,
+        base_headers: Mapping[str, str] | None = None,
+        rate_limit_headers: tuple[str, ...] = (),
+        transport: httpx.BaseTransport | None = None,
+        sleep: Any = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.tokens = TokenManager(settings, store, clock)
+        self.rate = RateLimitState()
+        self._rate_headers = rate_limit_headers
+        self._sleep = sleep
+        self.client = httpx.Client(
+            base_url=settings.base_url,
+            auth=_BearerAuth(self.tokens),
+            headers={"Accept": "application/json", **dict(base_headers or {})},
+            timeout=httpx.Timeout(settings.timeout_seconds, connect=10.0),
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self.client.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        write: bool = False,
+    ) -> httpx.Response:
+        """Send one request; return the response for the adapter to interpret.
+
+        Raises:
+            Transient: the request provably did not take effect (connect error,
+                or a read that failed).
+            OutcomeUnknown: a write whose outcome cannot be known (timeout after
+                sending, dropped connection, 5xx).
+            RateLimited: the provider kept refusing for rate limits, or asked
+                for a wait longer than we sleep inline.
+        """
+        max_wait = self.settings.max_inline_wait_seconds
+        for attempt in range(MAX_NOT_PROCESSED_RETRIES + 1):
+            started = time.monotonic()
+            try:
+                response = self.client.request(
+                    method, path, params=params, content=content, headers=headers
+                )
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                # Nothing reached the provider: safe to report as transient.
+                log.warning(
+                    "http_connect_failed",
+                    connection=self.settings.id,
+                    method=method,
+                    path=path,
+                    error=type(exc).__name__,
+                )
+                raise Transient(
+                    f"{method} {path}: could not connect ({type(exc).__name__})"
+                ) from exc
+            except httpx.TransportError as exc:
+                log.warning(
+                    "http_transport_failed",
+                    connection=self.settings.id,
+                    method=method,
+                    path=path,
+                    error=type(exc).__name__,
+                    write=write,
+                )
+                if write:
+                    raise OutcomeUnknown(
+                        f"{method} {path}: {type(exc).__name__} after the request was sent"
+                    ) from exc
+                raise Transient(f"{method} {path}: {type(exc).__name__}") from exc
+            elapsed_ms = round((time.monotonic() - started) * 1000, 1)
+            self.rate.requests += 1
+            for name in self._rate_headers:
+                value = response.headers.get(name)
+                if value is not None and value.lstrip("-").isdigit():
+                    self.rate.remaining[name] = int(value)
+            log.info(
+                "http_request",
+                connection=self.settings.id,
+                method=method,
+                path=path,
+                status=response.status_code,
+                ms=elapsed_ms,
+            )
+            if response.status_code in _NOT_PROCESSED:
+                self.rate.throttled += 1
+                retry_after = _retry_after(response)
+                problem = response.headers.get("X-Rate-Limit-Problem")
+                if attempt < MAX_NOT_PROCESSED_RETRIES and (retry_after or 1.0) <= max_wait:
+                    self._sleep(retry_after or 1.0)
+                    continue
+                raise RateLimited(
+                    f"rate limited ({problem or 'unspecified'})",
+                    retry_after=retry_after,
+                    provider_code=problem,
+                    status_code=429,
+                )
+            if response.status_code >= 500:
+                text = response.text[:300]
+                if write:
+                    raise OutcomeUnknown(
+                        f"{method} {path}: HTTP {response.status_code}",
+                        provider_message=text,
+                        status_code=response.status_code,
+                    )
+                raise Transient(
+                    f"{method} {path}: HTTP {response.status_code}",
+                    provider_message=text,
+                    status_code=response.status_code,
+                )
+            return response
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            from email.utils import parsedate_to_datetime
+
+            when = parsedate_to_datetime(value)
+            return max(0.0, (when - datetime.now(when.tzinfo)).total_seconds())
+        except (TypeError, ValueError):
+            return None

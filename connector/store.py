@@ -1,0 +1,233 @@
+"""The store: engine and sessions, Alembic migrations, and the queries that claim work.
+
+SQLite (the embedded default) is one process's store: WAL mode, a busy timeout,
+foreign keys on. PostgreSQL is the store for several replicas: work is claimed
+with ``FOR UPDATE SKIP LOCKED``. Both are created and upgraded by the same
+Alembic migrations (``connector db upgrade``, also run on start).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from importlib import resources
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from connector.state import IntentState, PaymentIntent
+
+__all__ = ["Store", "normalize_url"]
+
+# How long SQLite waits for a lock held by another connection before failing.
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def normalize_url(url: str) -> str:
+    """Pick our drivers: ``postgresql://`` → psycopg 3; SQLite as given."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+class Store:
+    """Owns the engine; hands out sessions; claims work.
+
+    Args:
+        url: SQLAlchemy URL (``sqlite:///connector.db``, ``postgresql://…``).
+    """
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = normalize_url(url)
+        kwargs: dict[str, Any] = {"echo": echo}
+        if self.url.startswith("sqlite"):
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            kwargs["pool_pre_ping"] = True
+        self.engine: Engine = sa.create_engine(self.url, **kwargs)
+        if self.is_sqlite:
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            # pysqlite's own transaction handling defers BEGIN; take it over so
+            # a write transaction starts with BEGIN IMMEDIATE (one writer at a time).
+            sa.event.listen(self.engine, "connect", _disable_pysqlite_begin)
+            sa.event.listen(self.engine, "begin", _begin_immediate)
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True for the embedded single-process store."""
+        return self.engine.dialect.name == "sqlite"
+
+    # -- migrations ---------------------------------------------------------------
+    def _alembic_config(self) -> Config:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(resources.files("connector") / "migrations"))
+        cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
+        return cfg
+
+    def upgrade(self) -> None:
+        """Bring the schema to the newest migration (idempotent)."""
+        cfg = self._alembic_config()
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def current_revision(self) -> str | None:
+        """The migration the database is at (None if never migrated)."""
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def head_revision(self) -> str | None:
+        """The newest migration shipped with this version."""
+        return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+
+    # -- sessions -----------------------------------------------------------------
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session whose transaction commits on success and rolls back on error."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    # -- claiming work ------------------------------------------------------------
+    def claim_intents(
+        self,
+        *,
+        worker: str,
+        now: datetime,
+        lease: timedelta,
+        limit: int = 10,
+        connection_ids: list[str] | None = None,
+        intent_ids: list[str] | None = None,
+    ) -> list[PaymentIntent]:
+        """Lease up to ``limit`` intents that are due.
+
+        Due means: ``pending`` or ``unknown`` whose ``next_attempt_at`` has come,
+        or ``claimed``/``sending`` whose lease expired (a crashed worker's). A
+        claimed ``pending`` intent becomes ``claimed``; the others keep their
+        state so the worker knows it must reconcile before anything else.
+        """
+        open_states = [IntentState.PENDING.value, IntentState.UNKNOWN.value]
+        leased_states = [IntentState.CLAIMED.value, IntentState.SENDING.value]
+        due = sa.or_(
+            sa.and_(
+                col(PaymentIntent.state).in_(open_states),
+                col(PaymentIntent.next_attempt_at) <= now,
+                sa.or_(
+                    col(PaymentIntent.lease_expires_at).is_(None),
+                    col(PaymentIntent.lease_expires_at) <= now,
+                ),
+            ),
+            sa.and_(
+                col(PaymentIntent.state).in_(leased_states),
+                sa.or_(
+                    col(PaymentIntent.lease_expires_at).is_(None),
+                    col(PaymentIntent.lease_expires_at) <= now,
+                ),
+            ),
+        )
+        query = select(PaymentIntent).where(due)
+        if connection_ids is not None:
+            query = query.where(col(PaymentIntent.connection_id).in_(connection_ids))
+        if intent_ids is not None:
+            query = query.where(col(PaymentIntent.id).in_(intent_ids))
+        query = query.order_by(col(PaymentIntent.created_at)).limit(limit)
+        if not self.is_sqlite:
+            query = query.with_for_update(skip_locked=True)
+        claimed: list[PaymentIntent] = []
+        with self.session() as session:
+            for intent in session.exec(query).all():
+                if intent.state == IntentState.PENDING.value:
+                    intent.state = IntentState.CLAIMED.value
+                intent.lease_owner = worker
+                intent.lease_expires_at = now + lease
+                intent.updated_at = now
+                session.add(intent)
+                claimed.append(intent)
+        return claimed
+
+
+def _disable_pysqlite_begin(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None
+
+
+def _begin_immediate(conn: sa.Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def upsert_records(
+    session: Session,
+    model: type[Any],
+    connection_id: str,
+    records: list[dict[str, Any]],
+    now: datetime,
+) -> tuple[int, int]:
+    """Insert or update mirrored records by ``(connection_id, remote_id)``.
+
+    Returns:
+        ``(inserted, updated)`` counts.
+    """
+    if not records:
+        return (0, 0)
+    columns = {c.name for c in model.__table__.columns} - {"id"}
+    rows: dict[str, dict[str, Any]] = {}
+    for rec in records:
+        row = {k: v for k, v in rec.items() if k in columns}
+        row["connection_id"] = connection_id
+        row["synced_at"] = now
+        row.setdefault("deleted", rec.get("status") in {"deleted"})
+        rows[str(row["remote_id"])] = row  # the last version of a record in a page wins
+    existing = set(
+        session.exec(
+            select(model.remote_id).where(
+                model.connection_id == connection_id,
+                col(model.remote_id).in_(list(rows)),
+            )
+        ).all()
+    )
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt: Any = pg_insert(model)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(model)
+    values = list(rows.values())
+    update_cols = {
+        name: getattr(stmt.excluded, name)
+        for name in values[0]
+        if name not in {"connection_id", "remote_id"}
+    }
+    stmt = stmt.values(values).on_conflict_do_update(
+        index_elements=["connection_id", "remote_id"], set_=update_cols
+    )
+    session.execute(stmt)
+    inserted = len(rows) - len(existing)
+    return (inserted, len(existing))

@@ -1,0 +1,1 @@
+"""The sync engine: push (payments out, exactly once) and pull (records in)."""
