@@ -69,6 +69,7 @@ class Env:
     settings: Settings
     store: Store
     clock: ManualClock
+    closers: list[Any]
 
     @property
     def conn_id(self) -> str:
@@ -96,5 +97,8 @@ def env(tmp_path: Path) -> Iterator[Env]:
         settings = load_settings(path)
         store = Store(settings.database.url)
         store.upgrade()
-        yield Env(state, server, path, settings, store, ManualClock())
+        environment = Env(state, server, path, settings, store, ManualClock(), [])
+        yield environment
+        for closer in environment.closers:
+            closer.close()
         store.dispose()

@@ -319,6 +319,9 @@ class XeroAdapter:
         if since is not None:
             headers["If-Modified-Since"] = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
         params: dict[str, Any] = {"order": "UpdatedDateUTC ASC"}
+        if entity == "invoice":
+            # Bills (ACCPAY) share the endpoint; they are the bill entity's, not ours.
+            params["where"] = 'Type=="ACCREC"'
         paged = entity != "ledger_account"  # Accounts are not paged by Xero
         if paged:
             params.update(page=page, pageSize=page_size)

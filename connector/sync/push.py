@@ -619,7 +619,8 @@ class PushEngine:
                 IntentState.CONFLICT,
                 "balance_moved",
                 f"{what} balance is now {doc.balance} {doc.currency}, below the allocation "
-                f"of {intent.amount} (was {intent.preflight_balance}): {err.message}",
+                f"of {_fmt(intent.amount, doc.currency)} (was "
+                f"{_fmt(intent.preflight_balance, doc.currency)}): {err.message}",
                 attempt=attempt,
                 doc=doc,
             )
@@ -909,6 +910,10 @@ class PushEngine:
                 ).one()
                 > 0
             )
+
+
+def _fmt(value: Decimal | None, currency: str) -> str:
+    return "?" if value is None else str(quantize(value, currency))
 
 
 def intent_as_dict(intent: PaymentIntent) -> dict[str, Any]:

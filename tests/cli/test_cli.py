@@ -1,0 +1,168 @@
+"""The `connector` command as a user runs it: real processes, real sandbox, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlmodel import select
+
+from connector.state import ConnectionRecord, PaymentIntent
+from connector.sync.push import AllocationRequest, PushEngine
+from tests.conftest import Env
+
+CONNECTOR = str(Path(sys.executable).parent / "connector")
+
+
+def run(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CONNECTOR, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "NO_COLOR": "1", **(env or {})})
+
+
+def intents(env: Env) -> list[PaymentIntent]:
+    with env.store.session() as s:
+        return list(s.exec(select(PaymentIntent)).all())
+
+
+def test_check_config_ok(env: Env) -> None:
+    result = run("check-config", "--config", str(env.config_path))
+    assert result.returncode == 0, result.stderr
+    assert env.conn_id in result.stdout
+
+
+def test_malformed_config_names_file_key_fix(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[connections]]\nid = "x"\nprovider = "xero"\nbase_url = "http://h"\n')
+    result = run("pay", "--config", str(bad), "--connection", "x", "--document", "INV-1", "--amount", "1")
+    assert result.returncode == 2
+    assert str(bad) in result.stderr
+    assert "token_url" in result.stderr and "Fix:" in result.stderr
+    assert not (tmp_path / "connector.db").exists()
+
+
+def test_pay_applies_and_prints_the_table(env: Env) -> None:
+    inv = env.state.xero.add_invoice(env.tenant, total=Decimal("49.99"))
+    result = run("pay", "--config", str(env.config_path), "--connection", env.conn_id,
+                 "--document", inv["InvoiceNumber"], "--amount", "49.99", "--key", "cli-1")
+    assert result.returncode == 0, result.stderr
+    assert "applied" in result.stdout and inv["InvoiceNumber"] in result.stdout
+    assert env.state.xero.invoice(env.tenant, inv["InvoiceID"])["Status"] == "PAID"
+    again = run("pay", "--config", str(env.config_path), "--connection", env.conn_id,
+                "--document", inv["InvoiceNumber"], "--amount", "49.99", "--key", "cli-1", "--json")
+    assert again.returncode == 0
+    [row] = json.loads(again.stdout)
+    assert row["state"] == "applied" and row["amount"] == "49.99"
+    assert len(env.state.xero.payments(env.tenant, invoice_id=inv["InvoiceID"])) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment", "code"),
+    [
+        (["--connection", "nope", "--amount", "1.00"], "no connection with this id", 2),
+        (["--document", "INV-4242", "--amount", "1.00"], "document_not_found", 2),
+        (["--amount", "1.001"], "more decimals than USD allows", 2),
+        (["--amount", "-3"], "greater than zero", 2),
+        (["--amount", "0"], "greater than zero", 2),
+        (["--amount", "1.00", "--date", "21/11/2026"], "YYYY-MM-DD", 2),
+    ],
+)
+def test_bad_input_exits_non_zero_and_stores_nothing(env: Env, args: list[str], fragment: str, code: int) -> None:
+    inv = env.state.xero.add_invoice(env.tenant, total=Decimal("10.00"))
+    base = {"--connection": env.conn_id, "--document": inv["InvoiceNumber"]}
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        base[flag] = value
+    flat = [x for pair in base.items() for x in pair]
+    result = run("pay", "--config", str(env.config_path), *flat)
+    assert result.returncode == code, result.stdout + result.stderr
+    assert fragment in result.stderr
+    assert intents(env) == []
+    assert env.state.xero.payments(env.tenant, invoice_id=inv["InvoiceID"]) == []
+
+
+def test_same_key_other_body_is_refused(env: Env) -> None:
+    inv = env.state.xero.add_invoice(env.tenant, total=Decimal("10.00"))
+    common = ["pay", "--config", str(env.config_path), "--connection", env.conn_id,
+              "--document", inv["InvoiceNumber"], "--key", "k-dup"]
+    assert run(*common, "--amount", "5.00").returncode == 0
+    result = run(*common, "--amount", "6.00")
+    assert result.returncode == 2
+    assert "idempotency_key_reused" in result.stderr
+    assert len(intents(env)) == 1
+
+
+def test_rejected_allocation_exit_code_and_status_history(env: Env) -> None:
+    inv = env.state.xero.add_invoice(env.tenant, total=Decimal("10.00"), status="DRAFT")
+    result = run("pay", "--config", str(env.config_path), "--connection", env.conn_id,
+                 "--document", inv["InvoiceNumber"], "--amount", "5.00", "--json")
+    assert result.returncode == 3
+    [row] = json.loads(result.stdout)
+    assert row["state"] == "rejected" and row["reason_code"] == "document_not_payable"
+    status = run("status", "--config", str(env.config_path), "--json")
+    assert status.returncode == 0
+    [conn] = json.loads(status.stdout)
+    assert conn["intents"] == {"rejected": 1}
+    history = run("status", "--config", str(env.config_path), "--intent", row["id"], "--json")
+    data = json.loads(history.stdout)
+    assert [a["phase"] for a in data["attempts"]] == ["preflight"]
+
+
+def test_backfill_command_and_secrets_never_logged(env: Env) -> None:
+    result = run("backfill", "--config", str(env.config_path), env=None)
+    assert result.returncode == 0, result.stderr
+    assert "invoice" in result.stdout
+    with env.store.session() as s:
+        rec = s.get(ConnectionRecord, env.conn_id)
+    assert rec is not None and rec.access_token
+    logs = result.stderr
+    assert '"event": "http_request"' in logs  # JSON lines, since stderr is not a TTY
+    for secret in (rec.access_token, rec.refresh_token, env.settings.connections[0].client_secret.get_secret_value(),
+                   env.settings.connections[0].refresh_token.get_secret_value()):
+        assert secret and secret not in logs
+    assert "Bearer" not in logs
+
+
+def test_daemon_pushes_then_stops_cleanly_on_sigterm(env: Env, tmp_path: Path) -> None:
+    config = tmp_path / "daemon.toml"
+    config.write_text(env.config_path.read_text() + "\n[daemon]\npush_interval_seconds = 0.2\n"
+                      "pull_interval_seconds = 60\nshutdown_grace_seconds = 5\n")
+    inv = env.state.xero.add_invoice(env.tenant, total=Decimal("20.00"))
+    engine = PushEngine(env.settings, env.store)
+    env.closers.append(engine)
+    intent = engine.intake(AllocationRequest(connection_id=env.conn_id, document=inv["InvoiceNumber"],
+                                             amount="20.00", idempotency_key="daemon-1")).intent
+    proc = subprocess.Popen([CONNECTOR, "run", "--config", str(config)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            [row] = engine.intents([intent.id])
+            if row.state == "applied":
+                break
+            time.sleep(0.2)
+        assert row.state == "applied"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "daemon_stopped" in err
+    assert len(env.state.xero.payments(env.tenant, invoice_id=inv["InvoiceID"])) == 1
+
+
+def test_demo_runs_from_any_directory_and_leaves_nothing(tmp_path: Path) -> None:
+    started = time.monotonic()
+    result = subprocess.run([CONNECTOR, "demo"], cwd=tmp_path, capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert time.monotonic() - started < 60
+    for word in ("applied", "already_settled", "rejected", "PAID", "AUTHORISED", "DRAFT", "demo ok"):
+        assert word in result.stdout
+    assert "no new payments" in result.stdout
+    assert list(tmp_path.iterdir()) == []
