@@ -126,6 +126,13 @@ XERO_ERROR_TABLE: tuple[XeroErrorRule, ...] = (
     XeroErrorRule(
         400,
         "ValidationException",
+        r"not of valid status for modification|cannot be edited as it has a payment",
+        DocumentNotPayable,
+        "re-read the document: it is paid or locked by an allocation",
+    ),
+    XeroErrorRule(
+        400,
+        "ValidationException",
         r"(Invoice|document).*(could not be found|does not exist)",
         DocumentNotFound,
         "rejected: no such document",
@@ -173,7 +180,9 @@ def translate_xero_error(
                 provider_message=message,
                 status_code=status,
             )
-    cls2: type[ConnectorError] = OutcomeUnknown if write and status >= 500 else ValidationRejected
+    cls2: type[ConnectorError] = (
+        (OutcomeUnknown if write else Transient) if status >= 500 else ValidationRejected
+    )
     return cls2(
         message or f"HTTP {status}",
         provider_code=error_type or str(status),

@@ -1,0 +1,1 @@
+"""Contract tests: the adapters against recorded provider traffic (vcrpy)."""
