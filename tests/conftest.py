@@ -93,7 +93,9 @@ def env(tmp_path: Path) -> Iterator[Env]:
     state = SandboxState(seed=7, tenants=1, invoices=12, rate_limits=False)
     with SandboxServer(state, host="127.0.0.1", port=0) as server:
         db = f"sqlite:///{tmp_path / 'connector.db'}"
-        path = write_config(state, tmp_path / "connector.toml", base_url=server.url, database_url=db)
+        path = write_config(
+            state, tmp_path / "connector.toml", base_url=server.url, database_url=db
+        )
         settings = load_settings(path)
         store = Store(settings.database.url)
         store.upgrade()

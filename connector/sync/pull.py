@@ -245,9 +245,7 @@ class PullEngine:
         stats.deleted += sum(1 for r in page.records if r.get("status") in {"deleted", "void"})
 
     @staticmethod
-    def _store_allocations(
-        session: Any, connection_id: str, records: list[dict[str, Any]]
-    ) -> None:
+    def _store_allocations(session: Any, connection_id: str, records: list[dict[str, Any]]) -> None:
         ids = {str(r["remote_id"]): r for r in records}
         pks: dict[str, int] = dict(
             session.execute(

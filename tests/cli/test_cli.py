@@ -21,9 +21,16 @@ from tests.conftest import Env
 CONNECTOR = str(Path(sys.executable).parent / "connector")
 
 
-def run(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([CONNECTOR, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "NO_COLOR": "1", **(env or {})})
+def run(
+    *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CONNECTOR, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "NO_COLOR": "1", **(env or {})},
+    )
 
 
 def intents(env: Env) -> list[PaymentIntent]:
@@ -40,7 +47,9 @@ def test_check_config_ok(env: Env) -> None:
 def test_malformed_config_names_file_key_fix(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[[connections]]\nid = "x"\nprovider = "xero"\nbase_url = "http://h"\n')
-    result = run("pay", "--config", str(bad), "--connection", "x", "--document", "INV-1", "--amount", "1")
+    result = run(
+        "pay", "--config", str(bad), "--connection", "x", "--document", "INV-1", "--amount", "1"
+    )
     assert result.returncode == 2
     assert str(bad) in result.stderr
     assert "token_url" in result.stderr and "Fix:" in result.stderr
@@ -49,13 +58,36 @@ def test_malformed_config_names_file_key_fix(tmp_path: Path) -> None:
 
 def test_pay_applies_and_prints_the_table(env: Env) -> None:
     inv = env.state.xero.add_invoice(env.tenant, total=Decimal("49.99"))
-    result = run("pay", "--config", str(env.config_path), "--connection", env.conn_id,
-                 "--document", inv["InvoiceNumber"], "--amount", "49.99", "--key", "cli-1")
+    result = run(
+        "pay",
+        "--config",
+        str(env.config_path),
+        "--connection",
+        env.conn_id,
+        "--document",
+        inv["InvoiceNumber"],
+        "--amount",
+        "49.99",
+        "--key",
+        "cli-1",
+    )
     assert result.returncode == 0, result.stderr
     assert "applied" in result.stdout and inv["InvoiceNumber"] in result.stdout
     assert env.state.xero.invoice(env.tenant, inv["InvoiceID"])["Status"] == "PAID"
-    again = run("pay", "--config", str(env.config_path), "--connection", env.conn_id,
-                "--document", inv["InvoiceNumber"], "--amount", "49.99", "--key", "cli-1", "--json")
+    again = run(
+        "pay",
+        "--config",
+        str(env.config_path),
+        "--connection",
+        env.conn_id,
+        "--document",
+        inv["InvoiceNumber"],
+        "--amount",
+        "49.99",
+        "--key",
+        "cli-1",
+        "--json",
+    )
     assert again.returncode == 0
     [row] = json.loads(again.stdout)
     assert row["state"] == "applied" and row["amount"] == "49.99"
@@ -73,7 +105,9 @@ def test_pay_applies_and_prints_the_table(env: Env) -> None:
         (["--amount", "1.00", "--date", "21/11/2026"], "YYYY-MM-DD", 2),
     ],
 )
-def test_bad_input_exits_non_zero_and_stores_nothing(env: Env, args: list[str], fragment: str, code: int) -> None:
+def test_bad_input_exits_non_zero_and_stores_nothing(
+    env: Env, args: list[str], fragment: str, code: int
+) -> None:
     inv = env.state.xero.add_invoice(env.tenant, total=Decimal("10.00"))
     base = {"--connection": env.conn_id, "--document": inv["InvoiceNumber"]}
     for flag, value in zip(args[::2], args[1::2], strict=True):
@@ -88,8 +122,17 @@ def test_bad_input_exits_non_zero_and_stores_nothing(env: Env, args: list[str], 
 
 def test_same_key_other_body_is_refused(env: Env) -> None:
     inv = env.state.xero.add_invoice(env.tenant, total=Decimal("10.00"))
-    common = ["pay", "--config", str(env.config_path), "--connection", env.conn_id,
-              "--document", inv["InvoiceNumber"], "--key", "k-dup"]
+    common = [
+        "pay",
+        "--config",
+        str(env.config_path),
+        "--connection",
+        env.conn_id,
+        "--document",
+        inv["InvoiceNumber"],
+        "--key",
+        "k-dup",
+    ]
     assert run(*common, "--amount", "5.00").returncode == 0
     result = run(*common, "--amount", "6.00")
     assert result.returncode == 2
@@ -99,8 +142,18 @@ def test_same_key_other_body_is_refused(env: Env) -> None:
 
 def test_rejected_allocation_exit_code_and_status_history(env: Env) -> None:
     inv = env.state.xero.add_invoice(env.tenant, total=Decimal("10.00"), status="DRAFT")
-    result = run("pay", "--config", str(env.config_path), "--connection", env.conn_id,
-                 "--document", inv["InvoiceNumber"], "--amount", "5.00", "--json")
+    result = run(
+        "pay",
+        "--config",
+        str(env.config_path),
+        "--connection",
+        env.conn_id,
+        "--document",
+        inv["InvoiceNumber"],
+        "--amount",
+        "5.00",
+        "--json",
+    )
     assert result.returncode == 3
     [row] = json.loads(result.stdout)
     assert row["state"] == "rejected" and row["reason_code"] == "document_not_payable"
@@ -122,23 +175,39 @@ def test_backfill_command_and_secrets_never_logged(env: Env) -> None:
     assert rec is not None and rec.access_token
     logs = result.stderr
     assert '"event": "http_request"' in logs  # JSON lines, since stderr is not a TTY
-    for secret in (rec.access_token, rec.refresh_token, env.settings.connections[0].client_secret.get_secret_value(),
-                   env.settings.connections[0].refresh_token.get_secret_value()):
+    for secret in (
+        rec.access_token,
+        rec.refresh_token,
+        env.settings.connections[0].client_secret.get_secret_value(),
+        env.settings.connections[0].refresh_token.get_secret_value(),
+    ):
         assert secret and secret not in logs
     assert "Bearer" not in logs
 
 
 def test_daemon_pushes_then_stops_cleanly_on_sigterm(env: Env, tmp_path: Path) -> None:
     config = tmp_path / "daemon.toml"
-    config.write_text(env.config_path.read_text() + "\n[daemon]\npush_interval_seconds = 0.2\n"
-                      "pull_interval_seconds = 60\nshutdown_grace_seconds = 5\n")
+    config.write_text(
+        env.config_path.read_text() + "\n[daemon]\npush_interval_seconds = 0.2\n"
+        "pull_interval_seconds = 60\nshutdown_grace_seconds = 5\n"
+    )
     inv = env.state.xero.add_invoice(env.tenant, total=Decimal("20.00"))
     engine = PushEngine(env.settings, env.store)
     env.closers.append(engine)
-    intent = engine.intake(AllocationRequest(connection_id=env.conn_id, document=inv["InvoiceNumber"],
-                                             amount="20.00", idempotency_key="daemon-1")).intent
-    proc = subprocess.Popen([CONNECTOR, "run", "--config", str(config)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    intent = engine.intake(
+        AllocationRequest(
+            connection_id=env.conn_id,
+            document=inv["InvoiceNumber"],
+            amount="20.00",
+            idempotency_key="daemon-1",
+        )
+    ).intent
+    proc = subprocess.Popen(
+        [CONNECTOR, "run", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -148,7 +217,7 @@ def test_daemon_pushes_then_stops_cleanly_on_sigterm(env: Env, tmp_path: Path) -
             time.sleep(0.2)
         assert row.state == "applied"
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
+        _out, err = proc.communicate(timeout=20)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -159,10 +228,20 @@ def test_daemon_pushes_then_stops_cleanly_on_sigterm(env: Env, tmp_path: Path) -
 
 def test_demo_runs_from_any_directory_and_leaves_nothing(tmp_path: Path) -> None:
     started = time.monotonic()
-    result = subprocess.run([CONNECTOR, "demo"], cwd=tmp_path, capture_output=True, text=True, timeout=90)
+    result = subprocess.run(
+        [CONNECTOR, "demo"], cwd=tmp_path, capture_output=True, text=True, timeout=90
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert time.monotonic() - started < 60
-    for word in ("applied", "already_settled", "rejected", "PAID", "AUTHORISED", "DRAFT", "demo ok"):
+    for word in (
+        "applied",
+        "already_settled",
+        "rejected",
+        "PAID",
+        "AUTHORISED",
+        "DRAFT",
+        "demo ok",
+    ):
         assert word in result.stdout
     assert "no new payments" in result.stdout
     assert list(tmp_path.iterdir()) == []

@@ -46,9 +46,13 @@ def test_incremental_pull_sees_payments_edits_and_voids(env: Env) -> None:
     eng = puller(env)
     eng.run_once(entities=["invoice"])
     target = next(i for i in ledger_invoices(env).values() if i["Status"] == "AUTHORISED")
-    to_void = next(i for i in ledger_invoices(env).values()
-                   if i["Status"] == "AUTHORISED" and i["InvoiceID"] != target["InvoiceID"]
-                   and Decimal(str(i["AmountPaid"])) == 0)
+    to_void = next(
+        i
+        for i in ledger_invoices(env).values()
+        if i["Status"] == "AUTHORISED"
+        and i["InvoiceID"] != target["InvoiceID"]
+        and Decimal(str(i["AmountPaid"])) == 0
+    )
     env.state.xero.apply_payment(env.tenant, target["InvoiceID"], Decimal(str(target["AmountDue"])))
     env.state.xero.edit_invoice(env.tenant, to_void["InvoiceID"], Status="VOIDED")
     created = env.state.xero.add_invoice(env.tenant, total=Decimal("12.34"))
@@ -65,8 +69,9 @@ def test_incremental_pull_sees_payments_edits_and_voids(env: Env) -> None:
 def test_crash_mid_backfill_resumes_without_gaps_or_duplicates(env: Env) -> None:
     for n in range(25):
         env.state.xero.add_invoice(env.tenant, total=Decimal(f"{n + 1}.00"))
-    settings = env.settings.model_copy(update={
-        "connections": [env.settings.connections[0].model_copy(update={"page_size": 5})]})
+    settings = env.settings.model_copy(
+        update={"connections": [env.settings.connections[0].model_copy(update={"page_size": 5})]}
+    )
     first = PullEngine(settings, env.store, clock=env.clock)
     env.closers.append(first)
     [partial] = first.run_once(entities=["invoice"], max_pages=2)  # "crash" after two pages
@@ -85,8 +90,9 @@ def test_crash_mid_backfill_resumes_without_gaps_or_duplicates(env: Env) -> None
 
 
 def test_many_changes_in_the_same_second_are_not_missed(env: Env) -> None:
-    settings = env.settings.model_copy(update={
-        "connections": [env.settings.connections[0].model_copy(update={"page_size": 3})]})
+    settings = env.settings.model_copy(
+        update={"connections": [env.settings.connections[0].model_copy(update={"page_size": 3})]}
+    )
     eng = PullEngine(settings, env.store, clock=env.clock)
     env.closers.append(eng)
     eng.run_once(entities=["invoice"])

@@ -29,13 +29,25 @@ def new_invoice(env: Env, total: str = "100.00", **kw: Any) -> dict[str, Any]:
 
 def ours(env: Env, intent: PaymentIntent, include_deleted: bool = False) -> list[dict[str, Any]]:
     """Payments in the ledger that carry this intent's reference."""
-    return [p for p in env.state.xero.payments(env.tenant, include_deleted=include_deleted)
-            if p.get("Reference") == intent.reference]
+    return [
+        p
+        for p in env.state.xero.payments(env.tenant, include_deleted=include_deleted)
+        if p.get("Reference") == intent.reference
+    ]
 
 
-def pay(env: Env, eng: PushEngine, inv: dict[str, Any], amount: str, key: str, **kw: Any) -> PaymentIntent:
-    result = eng.intake(AllocationRequest(connection_id=env.conn_id, document=inv["InvoiceNumber"],
-                                          amount=amount, idempotency_key=key, **kw))
+def pay(
+    env: Env, eng: PushEngine, inv: dict[str, Any], amount: str, key: str, **kw: Any
+) -> PaymentIntent:
+    result = eng.intake(
+        AllocationRequest(
+            connection_id=env.conn_id,
+            document=inv["InvoiceNumber"],
+            amount=amount,
+            idempotency_key=key,
+            **kw,
+        )
+    )
     return result.intent
 
 
@@ -89,8 +101,12 @@ def test_response_dropped_after_commit_gives_one_payment(env: Env) -> None:
     [payment] = ours(env, final)
     assert final.remote_payment_id == payment["PaymentID"]
     with env.store.session() as s:
-        phases = [a.phase for a in s.exec(select(Attempt).where(Attempt.intent_id == intent.id)
-                                          .order_by(col(Attempt.id))).all()]
+        phases = [
+            a.phase
+            for a in s.exec(
+                select(Attempt).where(Attempt.intent_id == intent.id).order_by(col(Attempt.id))
+            ).all()
+        ]
     assert "lookup" in phases  # adopted by the lookup, not by a second send
     assert phases.count("send") == 1
 
@@ -180,7 +196,9 @@ def test_already_paid_invoice_is_settled_without_a_write(env: Env) -> None:
     assert intent.state == "already_settled"
     assert len(env.state.xero.payments(env.tenant, invoice_id=inv["InvoiceID"])) == before
     with env.store.session() as s:
-        assert not s.exec(select(Attempt).where(Attempt.intent_id == intent.id, Attempt.phase == "send")).all()
+        assert not s.exec(
+            select(Attempt).where(Attempt.intent_id == intent.id, Attempt.phase == "send")
+        ).all()
 
 
 @pytest.mark.parametrize("status", ["DRAFT", "SUBMITTED", "VOIDED"])
@@ -201,7 +219,9 @@ def test_amount_over_amount_due_is_rejected(env: Env) -> None:
     assert intent.state == "rejected"
     assert intent.reason_code == "amount_exceeds_balance"
     assert "30.01" in (intent.reason_message or "") and "30.00" in (intent.reason_message or "")
-    assert len(env.state.xero.payments(env.tenant, invoice_id=inv["InvoiceID"])) == 1  # the seeded one
+    assert (
+        len(env.state.xero.payments(env.tenant, invoice_id=inv["InvoiceID"])) == 1
+    )  # the seeded one
 
 
 def test_someone_pays_between_preflight_and_send(env: Env) -> None:
@@ -210,7 +230,9 @@ def test_someone_pays_between_preflight_and_send(env: Env) -> None:
     intent = pay(env, crashing, inv, "100.00", "k-race")
     with pytest.raises(SimulatedCrash):
         crashing.run_once(intent_ids=[intent.id])
-    env.state.xero.apply_payment(env.tenant, inv["InvoiceID"], Decimal("100.00"), reference="by hand")
+    env.state.xero.apply_payment(
+        env.tenant, inv["InvoiceID"], Decimal("100.00"), reference="by hand"
+    )
     env.clock.advance(LEASE_PAST / 100)
     final = drive(engine(env), intent, env)
     assert final.state == "already_settled"
@@ -223,7 +245,9 @@ def test_someone_pays_part_between_preflight_and_send(env: Env) -> None:
     intent = pay(env, crashing, inv, "100.00", "k-race-part")
     with pytest.raises(SimulatedCrash):
         crashing.run_once(intent_ids=[intent.id])
-    env.state.xero.apply_payment(env.tenant, inv["InvoiceID"], Decimal("30.00"), reference="by hand")
+    env.state.xero.apply_payment(
+        env.tenant, inv["InvoiceID"], Decimal("30.00"), reference="by hand"
+    )
     env.clock.advance(LEASE_PAST / 100)
     final = drive(engine(env), intent, env)
     assert final.state == "conflict"
@@ -235,14 +259,32 @@ def test_someone_pays_part_between_preflight_and_send(env: Env) -> None:
 def test_intake_is_idempotent_on_the_callers_key(env: Env) -> None:
     inv = new_invoice(env, "100.00")
     eng = engine(env)
-    first = eng.intake(AllocationRequest(connection_id=env.conn_id, document=inv["InvoiceNumber"],
-                                         amount="10.00", idempotency_key="same"))
-    again = eng.intake(AllocationRequest(connection_id=env.conn_id, document=inv["InvoiceNumber"],
-                                         amount="10.0", idempotency_key="same"))
+    first = eng.intake(
+        AllocationRequest(
+            connection_id=env.conn_id,
+            document=inv["InvoiceNumber"],
+            amount="10.00",
+            idempotency_key="same",
+        )
+    )
+    again = eng.intake(
+        AllocationRequest(
+            connection_id=env.conn_id,
+            document=inv["InvoiceNumber"],
+            amount="10.0",
+            idempotency_key="same",
+        )
+    )
     assert first.created and not again.created and again.intent.id == first.intent.id
     with pytest.raises(IntakeError) as info:
-        eng.intake(AllocationRequest(connection_id=env.conn_id, document=inv["InvoiceNumber"],
-                                     amount="11.00", idempotency_key="same"))
+        eng.intake(
+            AllocationRequest(
+                connection_id=env.conn_id,
+                document=inv["InvoiceNumber"],
+                amount="11.00",
+                idempotency_key="same",
+            )
+        )
     assert info.value.code == "idempotency_key_reused"
     with env.store.session() as s:
         assert len(s.exec(select(PaymentIntent)).all()) == 1
@@ -253,16 +295,26 @@ def test_intake_is_idempotent_on_the_callers_key(env: Env) -> None:
 
 @pytest.mark.parametrize(
     ("document", "amount", "code"),
-    [("INV-9999", "10.00", "document_not_found"), (None, "0", "invalid_amount"),
-     (None, "-1", "invalid_amount"), (None, "10.001", "invalid_amount"), (None, "NaN", "invalid_amount"),
-     (None, "ten", "invalid_amount")],
+    [
+        ("INV-9999", "10.00", "document_not_found"),
+        (None, "0", "invalid_amount"),
+        (None, "-1", "invalid_amount"),
+        (None, "10.001", "invalid_amount"),
+        (None, "NaN", "invalid_amount"),
+        (None, "ten", "invalid_amount"),
+    ],
 )
-def test_bad_allocations_are_refused_and_stored_nowhere(env: Env, document: str | None, amount: str, code: str) -> None:
+def test_bad_allocations_are_refused_and_stored_nowhere(
+    env: Env, document: str | None, amount: str, code: str
+) -> None:
     inv = new_invoice(env, "100.00")
     eng = engine(env)
     with pytest.raises(IntakeError) as info:
-        eng.intake(AllocationRequest(connection_id=env.conn_id, document=document or inv["InvoiceNumber"],
-                                     amount=amount))
+        eng.intake(
+            AllocationRequest(
+                connection_id=env.conn_id, document=document or inv["InvoiceNumber"], amount=amount
+            )
+        )
     assert info.value.code == code
     with env.store.session() as s:
         assert s.exec(select(PaymentIntent)).all() == []

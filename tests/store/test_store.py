@@ -21,10 +21,19 @@ NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 def make_intent(connection: str = "c1", key: str | None = None, **kw: object) -> PaymentIntent:
     iid = str(uuid.uuid4())
     fields: dict[str, object] = dict(
-        id=iid, connection_id=connection, idempotency_key=key or iid, fingerprint="f" * 64,
-        document_ref="INV-1", document_remote_id="d1", amount=Decimal("49.99"), currency="USD",
-        transaction_date=date(2026, 11, 21), reference=f"cx-{iid[:8]}", provider_key=f"cx-{iid}-v1",
-        next_attempt_at=NOW - timedelta(seconds=1), created_at=NOW,
+        id=iid,
+        connection_id=connection,
+        idempotency_key=key or iid,
+        fingerprint="f" * 64,
+        document_ref="INV-1",
+        document_remote_id="d1",
+        amount=Decimal("49.99"),
+        currency="USD",
+        transaction_date=date(2026, 11, 21),
+        reference=f"cx-{iid[:8]}",
+        provider_key=f"cx-{iid}-v1",
+        next_attempt_at=NOW - timedelta(seconds=1),
+        created_at=NOW,
     )
     fields.update(kw)
     return PaymentIntent(**fields)  # type: ignore[arg-type]
@@ -35,15 +44,34 @@ def test_migrations_are_idempotent_and_current(store: Store) -> None:
     store.upgrade()
     assert store.current_revision() == "0001"
     tables = set(sa.inspect(store.engine).get_table_names())
-    assert {"invoice", "bill", "contact", "ledger_account", "payment", "payment_allocation",
-            "connection", "cursor", "payment_intent", "attempt", "alembic_version"} <= tables
+    assert {
+        "invoice",
+        "bill",
+        "contact",
+        "ledger_account",
+        "payment",
+        "payment_allocation",
+        "connection",
+        "cursor",
+        "payment_intent",
+        "attempt",
+        "alembic_version",
+    } <= tables
 
 
 @pytest.mark.parametrize("amount", ["0.01", "49.99", "123456789012.34", "1.234", "1000"])
 def test_money_round_trips_exactly(store: Store, amount: str) -> None:
     with store.session() as s:
-        s.add(Invoice(connection_id="c1", remote_id=amount, status="authorised", currency="USD",
-                      total=Decimal(amount), balance=Decimal(amount)))
+        s.add(
+            Invoice(
+                connection_id="c1",
+                remote_id=amount,
+                status="authorised",
+                currency="USD",
+                total=Decimal(amount),
+                balance=Decimal(amount),
+            )
+        )
     with store.session() as s:
         inv = s.exec(select(Invoice).where(Invoice.remote_id == amount)).one()
     assert inv.total == Decimal(amount)
@@ -52,14 +80,29 @@ def test_money_round_trips_exactly(store: Store, amount: str) -> None:
 
 def test_float_is_refused_by_money_columns(store: Store) -> None:
     with pytest.raises(sa.exc.StatementError, match="Decimal"), store.session() as s:
-        s.add(Invoice(connection_id="c1", remote_id="x", status="authorised", currency="USD",
-                      total=1.5, balance=Decimal("1")))  # type: ignore[arg-type]
+        s.add(
+            Invoice(
+                connection_id="c1",
+                remote_id="x",
+                status="authorised",
+                currency="USD",
+                total=1.5,
+                balance=Decimal("1"),
+            )
+        )  # type: ignore[arg-type]
         s.flush()
 
 
 def test_upsert_inserts_then_updates_by_connection_and_remote_id(store: Store) -> None:
-    rec = {"remote_id": "r1", "number": "INV-1", "status": "authorised", "currency": "USD",
-           "total": Decimal("10.00"), "balance": Decimal("10.00"), "row_version": "v1"}
+    rec = {
+        "remote_id": "r1",
+        "number": "INV-1",
+        "status": "authorised",
+        "currency": "USD",
+        "total": Decimal("10.00"),
+        "balance": Decimal("10.00"),
+        "row_version": "v1",
+    }
     with store.session() as s:
         assert upsert_records(s, Invoice, "c1", [rec], NOW) == (1, 0)
         assert upsert_records(s, Invoice, "c2", [rec], NOW) == (1, 0)
@@ -69,7 +112,9 @@ def test_upsert_inserts_then_updates_by_connection_and_remote_id(store: Store) -
     with store.session() as s:
         rows = s.exec(select(Invoice).order_by(Invoice.connection_id)).all()
     assert [(r.connection_id, r.status, r.balance, r.row_version) for r in rows] == [
-        ("c1", "paid", Decimal("0"), "v2"), ("c2", "authorised", Decimal("10"), "v1")]
+        ("c1", "paid", Decimal("0"), "v2"),
+        ("c2", "authorised", Decimal("10"), "v1"),
+    ]
 
 
 def test_caller_key_is_unique_per_connection(store: Store) -> None:
@@ -85,10 +130,16 @@ def test_caller_key_is_unique_per_connection(store: Store) -> None:
 def test_claim_takes_due_work_once_and_takes_over_expired_leases(store: Store) -> None:
     due = make_intent()
     later = make_intent(next_attempt_at=NOW + timedelta(minutes=5))
-    crashed = make_intent(state=IntentState.SENDING.value, lease_owner="dead",
-                          lease_expires_at=NOW - timedelta(seconds=1))
-    busy = make_intent(state=IntentState.SENDING.value, lease_owner="alive",
-                       lease_expires_at=NOW + timedelta(seconds=60))
+    crashed = make_intent(
+        state=IntentState.SENDING.value,
+        lease_owner="dead",
+        lease_expires_at=NOW - timedelta(seconds=1),
+    )
+    busy = make_intent(
+        state=IntentState.SENDING.value,
+        lease_owner="alive",
+        lease_expires_at=NOW + timedelta(seconds=60),
+    )
     final = make_intent(state=IntentState.APPLIED.value)
     with store.session() as s:
         for i in (due, later, crashed, busy, final):
@@ -100,7 +151,9 @@ def test_claim_takes_due_work_once_and_takes_over_expired_leases(store: Store) -
     assert states[crashed.id] == "sending"  # keeps its state: the worker must reconcile
     assert store.claim_intents(worker="w2", now=NOW, lease=timedelta(seconds=30)) == []
     # After the lease runs out, another worker takes them over.
-    again = store.claim_intents(worker="w2", now=NOW + timedelta(seconds=31), lease=timedelta(seconds=30))
+    again = store.claim_intents(
+        worker="w2", now=NOW + timedelta(seconds=31), lease=timedelta(seconds=30)
+    )
     assert {i.id for i in again} == {due.id, crashed.id}
     assert all(i.lease_owner == "w2" for i in again)
 
@@ -116,7 +169,9 @@ def test_concurrent_claimers_never_share_an_intent(store: Store) -> None:
         try:
             mine: list[str] = []
             while True:
-                got = store.claim_intents(worker=worker, now=NOW, lease=timedelta(minutes=5), limit=3)
+                got = store.claim_intents(
+                    worker=worker, now=NOW, lease=timedelta(minutes=5), limit=3
+                )
                 if not got:
                     break
                 mine.extend(i.id for i in got)

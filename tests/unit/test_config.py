@@ -46,16 +46,35 @@ def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("mutate", "key", "fix"),
     [
-        (lambda t: t.replace('client_secret = "${TEST_SECRET}"', 'client_secret = "${NOT_SET_ANYWHERE}"'),
-         "connections[0].client_secret", "export NOT_SET_ANYWHERE"),
-        (lambda t: t.replace('provider = "xero"', 'provider = "zero"'), "connections[0] (id='acme').provider",
-         "use one of"),
-        (lambda t: t.replace('tenant_id = "t-1"\n', ""), "connections[0] (id='acme').tenant_id",
-         'add tenant_id = "…"'),
-        (lambda t: t.replace("client_id", "clientid"), "connections[0] (id='acme').clientid", "did you mean"),
+        (
+            lambda t: t.replace(
+                'client_secret = "${TEST_SECRET}"', 'client_secret = "${NOT_SET_ANYWHERE}"'
+            ),
+            "connections[0].client_secret",
+            "export NOT_SET_ANYWHERE",
+        ),
+        (
+            lambda t: t.replace('provider = "xero"', 'provider = "zero"'),
+            "connections[0] (id='acme').provider",
+            "use one of",
+        ),
+        (
+            lambda t: t.replace('tenant_id = "t-1"\n', ""),
+            "connections[0] (id='acme').tenant_id",
+            'add tenant_id = "…"',
+        ),
+        (
+            lambda t: t.replace("client_id", "clientid"),
+            "connections[0] (id='acme').clientid",
+            "did you mean",
+        ),
         (lambda t: t.replace("[database]", "[databse]"), "databse", "did you mean 'database'"),
         (lambda t: t + "\n[[connections]]\nid = 'acme'\n", "connections[1]", ""),
-        (lambda t: t.replace('id = "acme"', 'id = "a b"'), "connections[0] (id='a b').id", "correct the value"),
+        (
+            lambda t: t.replace('id = "acme"', 'id = "a b"'),
+            "connections[0] (id='a b').id",
+            "correct the value",
+        ),
         (lambda t: t.replace("[[connections]]", "[[connections]"), "-", "fix the syntax"),
     ],
 )
@@ -77,7 +96,9 @@ def test_missing_file(tmp_path: Path) -> None:
         load_settings(tmp_path / "nope.toml")
 
 
-def test_unknown_connection_lists_known_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unknown_connection_lists_known_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TEST_SECRET", "s3cret-value")
     settings = load_settings(write(tmp_path, GOOD))
     with pytest.raises(ConfigError, match="use one of: acme"):

@@ -14,10 +14,16 @@ def test_json_lines_off_a_tty_and_secrets_masked_everywhere() -> None:
     configure_logging("DEBUG", "auto", stream=stream)  # StringIO is not a TTY → JSON
     register_secret("rt-very-secret-refresh")
     log = get_logger("test")
-    log.info("token_refreshed", refresh_token="rt-very-secret-refresh", client_secret="cs-12345678",
-             headers={"Authorization": "Bearer abc.def.ghi", "Accept": "json"},
-             note="sent rt-very-secret-refresh to the server")
-    logging.getLogger("httpx").warning("HTTP Request with Authorization: Bearer zzz.yyy and rt-very-secret-refresh")
+    log.info(
+        "token_refreshed",
+        refresh_token="rt-very-secret-refresh",
+        client_secret="cs-12345678",
+        headers={"Authorization": "Bearer abc.def.ghi", "Accept": "json"},
+        note="sent rt-very-secret-refresh to the server",
+    )
+    logging.getLogger("httpx").warning(
+        "HTTP Request with Authorization: Bearer zzz.yyy and rt-very-secret-refresh"
+    )
     text = stream.getvalue()
     assert "rt-very-secret-refresh" not in text
     assert "cs-12345678" not in text

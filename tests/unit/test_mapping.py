@@ -31,25 +31,51 @@ def test_xero_mapping_reads_the_spec_example_invoice() -> None:
 
 def test_xero_mapping_writes_a_payment() -> None:
     mapping = load_mapping("xero", models=MODELS, write_fields=WRITE_FIELDS)
-    payload = mapping.write_payment({
-        "document_remote_id": "inv-1", "account_code": "090", "transaction_date": date(2026, 1, 2).isoformat(),
-        "amount": Decimal("12.30"), "reference": "cx-1", "currency_rate": None,
-    })
-    assert payload == {"Invoice": {"InvoiceID": "inv-1"}, "Account": {"Code": "090"}, "Date": "2026-01-02",
-                       "Amount": Decimal("12.30"), "Reference": "cx-1"}
+    payload = mapping.write_payment(
+        {
+            "document_remote_id": "inv-1",
+            "account_code": "090",
+            "transaction_date": date(2026, 1, 2).isoformat(),
+            "amount": Decimal("12.30"),
+            "reference": "cx-1",
+            "currency_rate": None,
+        }
+    )
+    assert payload == {
+        "Invoice": {"InvoiceID": "inv-1"},
+        "Account": {"Code": "090"},
+        "Date": "2026-01-02",
+        "Amount": Decimal("12.30"),
+        "Reference": "cx-1",
+    }
 
 
 @pytest.mark.parametrize(
     ("doc", "fragment"),
     [
         ({"read": {"invoice": {"remote_id": "InvoiceID"}}}, "provider: missing"),
-        ({"provider": "x", "read": {"invoice": {"nope": "InvoiceID"}}}, "read.invoice.nope: invoice has no field"),
+        (
+            {"provider": "x", "read": {"invoice": {"nope": "InvoiceID"}}},
+            "read.invoice.nope: invoice has no field",
+        ),
         ({"provider": "x", "read": {"invoice": {"total": "Total[["}}}, "bad JMESPath"),
-        ({"provider": "x", "read": {"invoice": {"total": {"expr": "Total", "type": "float"}}}}, "unknown type"),
-        ({"provider": "x", "read": {"invoice": {"status": {"expr": "S", "enum": "missing"}}}}, "not defined under [enums]"),
+        (
+            {"provider": "x", "read": {"invoice": {"total": {"expr": "Total", "type": "float"}}}},
+            "unknown type",
+        ),
+        (
+            {"provider": "x", "read": {"invoice": {"status": {"expr": "S", "enum": "missing"}}}},
+            "not defined under [enums]",
+        ),
         ({"provider": "x", "read": {"widget": {}}}, "unknown entity"),
-        ({"provider": "x", "write": {"payment": {"Amount": "amount_typo"}}}, "unknown request field"),
-        ({"provider": "x", "read": {"invoice": {"total": {"expr": "Total", "eval": "1"}}}}, "unknown option"),
+        (
+            {"provider": "x", "write": {"payment": {"Amount": "amount_typo"}}},
+            "unknown request field",
+        ),
+        (
+            {"provider": "x", "read": {"invoice": {"total": {"expr": "Total", "eval": "1"}}}},
+            "unknown option",
+        ),
     ],
 )
 def test_bad_mappings_stop_with_file_key_problem(doc: dict[str, object], fragment: str) -> None:

@@ -1,0 +1,185 @@
+"""In-memory Xero entities. Money is Decimal everywhere; timestamps are aware UTC."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+__all__ = [
+    "AccessToken",
+    "Grant",
+    "RefreshToken",
+    "XAccount",
+    "XContact",
+    "XInvoice",
+    "XLineItem",
+    "XPayment",
+    "XTenant",
+]
+
+ZERO = Decimal("0.00")
+
+
+@dataclass
+class XAccount:
+    """A chart-of-accounts entry."""
+
+    account_id: str
+    code: str
+    name: str
+    type: str
+    account_class: str
+    tax_type: str
+    updated: dt.datetime
+    status: str = "ACTIVE"
+    enable_payments: bool = False
+    bank_account_number: str | None = None
+    bank_account_type: str | None = None
+    currency_code: str | None = None
+    system_account: str | None = None
+    description: str | None = None
+    reporting_code: str | None = None
+
+    @property
+    def accepts_payments(self) -> bool:
+        """Xero: the account must be a BANK account or have payments enabled."""
+        return self.type == "BANK" or self.enable_payments
+
+
+@dataclass
+class XContact:
+    """A customer or supplier."""
+
+    contact_id: str
+    name: str
+    first_name: str
+    last_name: str
+    email: str
+    updated: dt.datetime
+    is_customer: bool = True
+    is_supplier: bool = False
+    status: str = "ACTIVE"
+    contact_number: str = ""
+
+
+@dataclass
+class XLineItem:
+    """An invoice line; ``line_amount`` is tax exclusive (LineAmountTypes Exclusive)."""
+
+    line_item_id: str
+    description: str
+    quantity: Decimal
+    unit_amount: Decimal
+    account_code: str
+    tax_type: str
+    tax_amount: Decimal
+    line_amount: Decimal
+
+
+@dataclass
+class XInvoice:
+    """A sales invoice (ACCREC) or bill (ACCPAY)."""
+
+    invoice_id: str
+    type: str
+    number: str
+    contact_id: str
+    date: dt.date
+    due_date: dt.date
+    status: str
+    currency_code: str
+    currency_rate: Decimal
+    line_items: list[XLineItem]
+    updated: dt.datetime
+    reference: str = ""
+    line_amount_types: str = "Exclusive"
+    amount_paid: Decimal = ZERO
+    amount_credited: Decimal = ZERO
+    payment_ids: list[str] = field(default_factory=list)
+    sent_to_contact: bool = False
+
+    @property
+    def sub_total(self) -> Decimal:
+        """Sum of tax-exclusive line amounts."""
+        return sum((li.line_amount for li in self.line_items), ZERO)
+
+    @property
+    def total_tax(self) -> Decimal:
+        """Sum of per-line tax (Xero rounds tax per line, then sums)."""
+        return sum((li.tax_amount for li in self.line_items), ZERO)
+
+    @property
+    def total(self) -> Decimal:
+        """SubTotal + TotalTax."""
+        return self.sub_total + self.total_tax
+
+    @property
+    def amount_due(self) -> Decimal:
+        """What is still owed."""
+        return self.total - self.amount_paid - self.amount_credited
+
+
+@dataclass
+class XPayment:
+    """A payment applied to one invoice."""
+
+    payment_id: str
+    invoice_id: str
+    account_id: str
+    date: dt.date
+    amount: Decimal
+    bank_amount: Decimal
+    currency_rate: Decimal
+    payment_type: str
+    updated: dt.datetime
+    reference: str = ""
+    status: str = "AUTHORISED"
+    is_reconciled: bool = False
+
+
+@dataclass
+class XTenant:
+    """One Xero organisation and its data."""
+
+    tenant_id: str
+    name: str
+    base_currency: str
+    connection_id: str
+    created: dt.datetime
+    accounts: dict[str, XAccount] = field(default_factory=dict)
+    contacts: dict[str, XContact] = field(default_factory=dict)
+    invoices: dict[str, XInvoice] = field(default_factory=dict)
+    payments: dict[str, XPayment] = field(default_factory=dict)
+    last_stamp: dt.datetime | None = None
+
+
+@dataclass
+class Grant:
+    """An OAuth grant: one user's consent, covering some tenants."""
+
+    grant_id: str
+    tenant_ids: list[str]
+    scope: str
+    current_refresh: str = ""
+    revoked: bool = False
+
+
+@dataclass
+class RefreshToken:
+    """A refresh token; valid while current or within the grace period after rotation."""
+
+    token: str
+    grant_id: str
+    issued: dt.datetime
+    superseded: dt.datetime | None = None
+
+
+@dataclass
+class AccessToken:
+    """A bearer token for the Accounting API."""
+
+    token: str
+    grant_id: str
+    client_id: str
+    expires: dt.datetime
