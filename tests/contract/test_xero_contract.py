@@ -566,7 +566,7 @@ FACT_SHEET_MESSAGES: dict[str, type[ConnectorError]] = {
     ): DocumentNotPayable,
     "Idempotency Key: KEY_VALUE is used with a different request.": ValidationRejected,
 }
-FACT_SHEET = Path("/work/shared/providers/xero.md")
+FACT_SHEET = Path(__file__).parents[1] / "fixtures" / "shared" / "providers" / "xero.md"
 
 
 @pytest.mark.parametrize("message", list(FACT_SHEET_MESSAGES))

@@ -51,7 +51,11 @@ __all__ = [
     "main",
 ]
 
-SAMPLES_DIR = Path(os.environ.get("XERO_SAMPLES_DIR", "/work/shared/samples/xero"))
+SAMPLES_DIR = Path(
+    os.environ.get(
+        "XERO_SAMPLES_DIR", Path(__file__).parents[1] / "fixtures" / "shared" / "samples" / "xero"
+    )
+)
 SAMPLES_FILE = SAMPLES_DIR / "spec_examples_payments_invoices.json"
 CASSETTE_DIR = Path(__file__).resolve().parent / "cassettes" / "xero"
 

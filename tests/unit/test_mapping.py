@@ -8,7 +8,7 @@ from connector.adapters.xero import MODELS, WRITE_FIELDS
 from connector.jsonutil import loads
 from connector.mapping import MappingError, load_mapping, parse_mapping, parse_ms_date
 
-SAMPLES = Path(__file__).parents[2].parent / "shared" / "samples" / "xero"
+SAMPLES = Path(__file__).parents[1] / "fixtures" / "shared" / "samples" / "xero"
 
 
 def test_ms_dates() -> None:
