@@ -55,20 +55,32 @@ def grant_fingerprint(refresh_token: str) -> str:
     return hashlib.sha256(refresh_token.encode()).hexdigest()[:32]
 
 
+_refresh_locks: dict[str, threading.Lock] = {}
+_refresh_locks_guard = threading.Lock()
+
+
+def _refresh_lock(name: str) -> threading.Lock:
+    with _refresh_locks_guard:
+        return _refresh_locks.setdefault(name, threading.Lock())
+
+
 class TokenManager:
     """Keeps one connection's OAuth 2.0 tokens valid, in the store.
 
     The refresh token rotates on every refresh; the new one is committed to the
     store *before* the new access token is used, so a crash right after a
     refresh never strands the connection with a spent refresh token. Refreshes
-    are serialized per connection within the process.
+    are serialized per connection across every manager of the process (the
+    daemon's push and pull each hold one). A valid access token is kept in
+    memory, so ordinary requests do not touch the database.
     """
 
     def __init__(self, settings: ConnectionSettings, store: Store, clock: Clock | None = None):
         self.settings = settings
         self.store = store
         self.clock = clock or SystemClock()
-        self._lock = threading.Lock()
+        self._lock = _refresh_lock(f"{store.url}|{settings.id}")
+        self._cached: tuple[str, datetime] | None = None
 
     def _record(self) -> ConnectionRecord:
         configured = self.settings.refresh_token.get_secret_value()
@@ -91,8 +103,13 @@ class TokenManager:
                 s.add(rec)
             return rec
 
+    def _fresh(self, token: str | None, expires_at: datetime | None) -> bool:
+        return bool(token and expires_at and expires_at - TOKEN_EXPIRY_MARGIN > self.clock.now())
+
     def access_token(self) -> str:
         """A valid access token, refreshing first when it is about to expire."""
+        if self._cached and self._fresh(*self._cached):
+            return self._cached[0]
         rec = self._record()
         if rec.status == "needs_reauth":
             raise AuthRevoked(rec.status_reason or "connection needs to be reauthorised")
@@ -102,19 +119,21 @@ class TokenManager:
             and rec.access_token_expires_at - TOKEN_EXPIRY_MARGIN > self.clock.now()
         ):
             register_secret(rec.access_token)
+            self._cached = (rec.access_token, rec.access_token_expires_at)
             return rec.access_token
         return self.refresh(rejected=rec.access_token)
 
     def refresh(self, rejected: str | None = None) -> str:
         """Refresh the grant, unless another thread already replaced ``rejected``."""
         with self._lock:
+            self._cached = None
             rec = self._record()
-            if (
-                rec.access_token
-                and rec.access_token != rejected
-                and rec.access_token_expires_at
-                and rec.access_token_expires_at > self.clock.now()
+            if rec.access_token != rejected and self._fresh(
+                rec.access_token, rec.access_token_expires_at
             ):
+                # Another thread refreshed while we waited for the lock.
+                assert rec.access_token is not None and rec.access_token_expires_at is not None
+                self._cached = (rec.access_token, rec.access_token_expires_at)
                 return rec.access_token
             refresh_token = rec.refresh_token or self.settings.refresh_token.get_secret_value()
             client = OAuth2Client(
@@ -147,20 +166,24 @@ class TokenManager:
             if new_refresh:
                 register_secret(str(new_refresh))
             expires_in = float(token.get("expires_in", 1800))
+            expires_at = self.clock.now() + timedelta(seconds=expires_in)
             with self.store.session() as s:
                 stored = s.get(ConnectionRecord, self.settings.id)
                 assert stored is not None
                 if new_refresh:
                     stored.refresh_token = str(new_refresh)
                 stored.access_token = access
-                stored.access_token_expires_at = self.clock.now() + timedelta(seconds=expires_in)
+                stored.access_token_expires_at = expires_at
                 stored.token_refreshed_at = self.clock.now()
                 stored.updated_at = self.clock.now()
                 s.add(stored)
+            # Committed (rotated refresh token first): only now is the new token used.
+            self._cached = (access, expires_at)
             log.info("token_refreshed", connection=self.settings.id, expires_in=expires_in)
             return access
 
     def _park(self, reason: str) -> None:
+        self._cached = None
         with self.store.session() as s:
             rec = s.get(ConnectionRecord, self.settings.id)
             if rec is not None:

@@ -245,3 +245,41 @@ def test_demo_runs_from_any_directory_and_leaves_nothing(tmp_path: Path) -> None
         assert word in result.stdout
     assert "no new payments" in result.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sandbox_command_serves_and_writes_a_working_config(tmp_path: Path) -> None:
+    config = tmp_path / "sandbox.toml"
+    proc = subprocess.Popen(
+        [
+            CONNECTOR,
+            "sandbox",
+            "--port",
+            "0",
+            "--seed",
+            "3",
+            "--tenants",
+            "2",
+            "--write-config",
+            str(config),
+            "--database-url",
+            f"sqlite:///{tmp_path / 'c.db'}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not config.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert config.exists()
+        checked = run("check-config", "--config", str(config))
+        assert checked.returncode == 0, checked.stderr
+        assert "2 connection(s)" in checked.stdout
+        pulled = run("backfill", "--config", str(config))
+        assert pulled.returncode == 0, pulled.stderr
+        assert pulled.stdout.count("invoice") >= 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
+    assert proc.returncode == 0

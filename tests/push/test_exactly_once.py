@@ -357,3 +357,23 @@ def test_revoked_grant_parks_the_connection_and_sends_nothing(env: Env) -> None:
 
 def test_outcome_unknown_is_a_distinct_error() -> None:
     assert not OutcomeUnknown.retriable and not OutcomeUnknown.terminal
+
+
+def test_rate_limits_never_fail_an_allocation(env: Env) -> None:
+    from connector.sandbox import RateLimitConfig
+
+    invoices = [new_invoice(env, "10.00") for _ in range(5)]
+    eng = engine(env)
+    intents = [pay(env, eng, inv, "10.00", f"k-rl-{n}") for n, inv in enumerate(invoices)]
+    # The fixture's sandbox has limits off; a tight one goes on for the pushes.
+    env.state.rate_limiter.config = RateLimitConfig.coerce({"minute": 4})
+    for _ in range(40):
+        eng.run_once(intent_ids=[i.id for i in intents])
+        rows = eng.intents([i.id for i in intents])
+        if all(r.state == "applied" for r in rows):
+            break
+        env.advance(61)  # the ledger's minute window resets; our backoff passes
+    assert [r.state for r in rows] == ["applied"] * 5
+    assert eng.adapter(env.conn_id).http.rate.throttled > 0  # 429s really happened
+    for intent in rows:
+        assert len(ours(env, intent)) == 1
