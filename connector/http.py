@@ -284,6 +284,7 @@ class ProviderHTTP:
         max_wait = self.settings.max_inline_wait_seconds
         for attempt in range(MAX_NOT_PROCESSED_RETRIES + 1):
             started = time.monotonic()
+            self.rate.requests += 1  # counted when sent, answered or not
             try:
                 response = self.client.request(
                     method, path, params=params, content=content, headers=headers
@@ -315,7 +316,6 @@ class ProviderHTTP:
                     ) from exc
                 raise Transient(f"{method} {path}: {type(exc).__name__}") from exc
             elapsed_ms = round((time.monotonic() - started) * 1000, 1)
-            self.rate.requests += 1
             for name in self._rate_headers:
                 value = response.headers.get(name)
                 if value is not None and value.lstrip("-").isdigit():

@@ -239,7 +239,11 @@ class PushEngine:
                 f"(a BANK account code) or set payment_account_code in the config",
             )
         try:
-            doc = self.adapter(conn.id).get_document(request.document, request.document_type)
+            adapter = self.adapter(conn.id)
+        except NotImplementedError as exc:
+            raise IntakeError("provider_not_supported", str(exc)) from None
+        try:
+            doc = adapter.get_document(request.document, request.document_type)
         except DocumentNotFound as exc:
             raise IntakeError("document_not_found", str(exc)) from None
         except ConnectorError as exc:

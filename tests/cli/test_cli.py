@@ -283,3 +283,19 @@ def test_sandbox_command_serves_and_writes_a_working_config(tmp_path: Path) -> N
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=10)
     assert proc.returncode == 0
+
+
+def test_provider_without_adapter_is_refused_clearly(env: Env, tmp_path: Path) -> None:
+    config = tmp_path / "qb.toml"
+    config.write_text(
+        f'[database]\nurl = "sqlite:///{tmp_path / "qb.db"}"\n\n[[connections]]\nid = "qb"\n'
+        'provider = "quickbooks"\nbase_url = "http://127.0.0.1:9/quickbooks"\n'
+        'token_url = "http://127.0.0.1:9/t"\nclient_id = "c"\nclient_secret = "s"\n'
+        'refresh_token = "r"\nrealm_id = "123"\npayment_account_code = "1"\n'
+    )
+    result = run(
+        "pay", "--config", str(config), "--connection", "qb", "--document", "1", "--amount", "1.00"
+    )
+    assert result.returncode == 2
+    assert "provider_not_supported" in result.stderr and "quickbooks" in result.stderr
+    assert "Traceback" not in result.stderr
