@@ -26,22 +26,46 @@ from decimal import Decimal
 __all__ = ["FAULT_NAMES", "FaultDecision", "Faults"]
 
 #: The probabilistic faults, in precedence order (the first that fires wins).
-FAULT_NAMES: tuple[str, ...] = ("drop_before_commit", "drop_after_commit", "error_500_after_commit")
+FAULT_NAMES: tuple[str, ...] = (
+    "token_revoked",
+    "rate_limit",
+    "error_before_commit",
+    "drop_before_commit",
+    "paid_elsewhere",
+    "concurrent_edit",
+    "ignore_idempotency",
+    "drop_after_commit",
+    "error_500_after_commit",
+)
 
 
 @dataclass(frozen=True)
 class FaultDecision:
     """What to do with one write request."""
 
+    token_revoked: bool = False
+    rate_limit: bool = False
+    error_before_commit: bool = False
     drop_before_commit: bool = False
+    paid_elsewhere: bool = False
+    concurrent_edit: bool = False
+    ignore_idempotency: bool = False
     drop_after_commit: bool = False
     error_500_after_commit: bool = False
     latency_ms: float = 0.0
 
     @property
+    def chosen(self) -> str | None:
+        """The fault that fired for this write (at most one does), or None."""
+        for name in FAULT_NAMES:
+            if getattr(self, name):
+                return name
+        return None
+
+    @property
     def any(self) -> bool:
         """Whether any fault (other than latency) applies."""
-        return self.drop_before_commit or self.drop_after_commit or self.error_500_after_commit
+        return self.chosen is not None
 
 
 class Faults:
@@ -158,12 +182,8 @@ class Faults:
                     if p > 0.0 and self._rng.random() < p:
                         chosen = name
                         break
-            return FaultDecision(
-                drop_before_commit=chosen == "drop_before_commit",
-                drop_after_commit=chosen == "drop_after_commit",
-                error_500_after_commit=chosen == "error_500_after_commit",
-                latency_ms=self._latency_ms,
-            )
+            flags = {name: name == chosen for name in FAULT_NAMES}
+            return FaultDecision(**flags, latency_ms=self._latency_ms)
 
 
 def _to_float(name: str, value: object) -> float:
