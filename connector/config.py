@@ -85,11 +85,20 @@ class ConnectionSettings(_Strict):
     token_url: str = Field(min_length=1)
     client_id: str = Field(min_length=1)
     client_secret: SecretStr
-    refresh_token: SecretStr
+    # OAuth 2.0 refresh-token grant (Xero, QuickBooks). NetSuite uses client
+    # credentials with a JWT assertion (certificate_id + private_key_path) or
+    # Token-Based Auth (token_id + token_secret) instead.
+    refresh_token: SecretStr | None = None
     tenant_id: str | None = None
     realm_id: str | None = None
     account_id: str | None = None
+    certificate_id: str | None = None
+    private_key_path: str | None = None
+    token_id: str | None = None
+    token_secret: SecretStr | None = None
     payment_account_code: str | None = None
+    bill_payment_account_code: str | None = None
+    bill_payment_type: Literal["Check", "CreditCard"] = "Check"
     reference_prefix: str = Field(default="cx", pattern=r"^[A-Za-z0-9-]{1,10}$")
     page_size: int = Field(default=100, ge=1, le=1000)
     timeout_seconds: float = Field(default=30.0, gt=0)
@@ -101,6 +110,13 @@ class ConnectionSettings(_Strict):
         key = _TENANT_KEY[self.provider]
         if not getattr(self, key):
             raise ValueError(f"missing:{key}")
+        if self.provider != "netsuite" and self.refresh_token is None:
+            raise ValueError("missing:refresh_token")
+        if self.provider == "netsuite" and self.refresh_token is None:
+            jwt = self.certificate_id and self.private_key_path
+            tba = self.token_id and self.token_secret
+            if not (jwt or tba):
+                raise ValueError("missing:certificate_id")
         return self
 
     @property
@@ -255,7 +271,9 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
             )
         seen.add(conn.id)
         register_secret(conn.client_secret.get_secret_value())
-        register_secret(conn.refresh_token.get_secret_value())
+        for secret in (conn.refresh_token, conn.token_secret):
+            if secret is not None:
+                register_secret(secret.get_secret_value())
     return settings
 
 

@@ -83,6 +83,7 @@ class TokenManager:
         self._cached: tuple[str, datetime] | None = None
 
     def _record(self) -> ConnectionRecord:
+        assert self.settings.refresh_token is not None  # checked by the config for this flow
         configured = self.settings.refresh_token.get_secret_value()
         fp = grant_fingerprint(configured)
         with self.store.session() as s:
@@ -135,7 +136,7 @@ class TokenManager:
                 assert rec.access_token is not None and rec.access_token_expires_at is not None
                 self._cached = (rec.access_token, rec.access_token_expires_at)
                 return rec.access_token
-            refresh_token = rec.refresh_token or self.settings.refresh_token.get_secret_value()
+            refresh_token = rec.refresh_token or self._configured_refresh_token()
             client = OAuth2Client(
                 client_id=self.settings.client_id,
                 client_secret=self.settings.client_secret.get_secret_value(),
@@ -181,6 +182,10 @@ class TokenManager:
             self._cached = (access, expires_at)
             log.info("token_refreshed", connection=self.settings.id, expires_in=expires_in)
             return access
+
+    def _configured_refresh_token(self) -> str:
+        assert self.settings.refresh_token is not None
+        return self.settings.refresh_token.get_secret_value()
 
     def _park(self, reason: str) -> None:
         self._cached = None
