@@ -299,3 +299,26 @@ def test_provider_without_adapter_is_refused_clearly(env: Env, tmp_path: Path) -
     assert result.returncode == 2
     assert "provider_not_supported" in result.stderr and "quickbooks" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_db_upgrade_creates_the_schema_from_nothing(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    db = tmp_path / "fresh.db"
+    config.write_text(f'[database]\nurl = "sqlite:///{db}"\n')
+    result = run("db", "upgrade", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "revision 0002" in result.stdout
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"payment_intent", "attempt", "invoice", "cursor", "alembic_version"} <= tables
+
+
+def test_unreachable_database_is_reported_plainly(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[database]\nurl = "postgresql://nobody@127.0.0.1:1/none"\n')
+    result = run("status", "--config", str(config))
+    assert result.returncode == 2
+    assert "database.url" in result.stderr and "Fix:" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlmodel import select
 
 from connector.schema import Invoice
-from connector.state import IntentState, PaymentIntent
+from connector.state import Attempt, IntentState, PaymentIntent
 from connector.store import Store, upsert_records
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -40,9 +40,9 @@ def make_intent(connection: str = "c1", key: str | None = None, **kw: object) ->
 
 
 def test_migrations_are_idempotent_and_current(store: Store) -> None:
-    assert store.current_revision() == store.head_revision() == "0001"
+    assert store.current_revision() == store.head_revision() == "0002"
     store.upgrade()
-    assert store.current_revision() == "0001"
+    assert store.current_revision() == "0002"
     tables = set(sa.inspect(store.engine).get_table_names())
     assert {
         "invoice",
@@ -188,3 +188,18 @@ def test_concurrent_claimers_never_share_an_intent(store: Store) -> None:
     claimed = [i for ids in results.values() for i in ids]
     assert len(claimed) == 40
     assert len(set(claimed)) == 40
+
+
+def test_attempt_log_is_append_only(store: Store) -> None:
+    intent = make_intent()
+    with store.session() as s:
+        s.add(intent)
+        s.flush()
+        s.add(Attempt(intent_id=intent.id, phase="send", outcome="ok", idempotency_key="k"))
+    with pytest.raises(sa.exc.DatabaseError, match="append-only"), store.session() as s:
+        s.execute(sa.update(Attempt).values(outcome="rewritten"))
+    with pytest.raises(sa.exc.DatabaseError, match="append-only"), store.session() as s:
+        s.execute(sa.delete(Attempt))
+    with store.session() as s:
+        [row] = s.exec(select(Attempt)).all()
+    assert row.outcome == "ok"
