@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -231,16 +231,22 @@ def backfill(
     if since is not None:
         day = _parse_date(since)
         assert day is not None
-        start = datetime(
-            day.year, day.month, day.day, tzinfo=datetime.now().astimezone().tzinfo
-        ).astimezone()
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     settings, store = _open(config)
-    ids = connection or [c.id for c in settings.connections if c.enabled]
+    ids = list(connection or [c.id for c in settings.connections if c.enabled])
     try:
         for cid in ids:
             settings.connection(cid)
     except ConfigError as exc:
         _fail(str(exc))
+    from connector.adapters.base import SUPPORTED_PROVIDERS
+
+    for cid in [c for c in ids if settings.connection(c).provider not in SUPPORTED_PROVIDERS]:
+        err.print(
+            f"skipped {cid}: provider {settings.connection(cid).provider!r} has no adapter "
+            f"in this version"
+        )
+        ids.remove(cid)
     engine = PullEngine(settings, store)
     summary = Table(title="Backfill")
     for name in (

@@ -16,6 +16,7 @@ from types import FrameType
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from connector.adapters.base import SUPPORTED_PROVIDERS
 from connector.clock import Clock, SystemClock
 from connector.config import Settings
 from connector.errors import ConnectorError
@@ -62,7 +63,7 @@ class Daemon:
         if self._stop.is_set():
             return
         for conn in self.settings.connections:
-            if not conn.enabled or self._stop.is_set():
+            if not conn.enabled or conn.provider not in SUPPORTED_PROVIDERS or self._stop.is_set():
                 continue
             try:
                 self.pull.run_once(connection_ids=[conn.id], entities=("invoice",))
@@ -105,6 +106,14 @@ class Daemon:
             id="pull",
             next_run_time=self.clock.now(),
         )
+        for conn in self.settings.connections:
+            if conn.provider not in SUPPORTED_PROVIDERS:
+                log.warning(
+                    "connection_skipped",
+                    connection=conn.id,
+                    provider=conn.provider,
+                    reason="no adapter for this provider in this version",
+                )
         self.scheduler.start()
         log.info(
             "daemon_started",

@@ -21,6 +21,7 @@ from connector.errors import ConnectorError
 from connector.store import Store
 
 __all__ = [
+    "SUPPORTED_PROVIDERS",
     "Adapter",
     "Capabilities",
     "DocumentSnapshot",
@@ -162,6 +163,10 @@ class Adapter(Protocol):
     def close(self) -> None:
         """Release connections."""
         ...
+
+
+#: Providers this version has an adapter for; the config accepts all three.
+SUPPORTED_PROVIDERS = frozenset({"xero"})
 
 
 def build_adapter(

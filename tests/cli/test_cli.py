@@ -322,3 +322,33 @@ def test_unreachable_database_is_reported_plainly(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "database.url" in result.stderr and "Fix:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_backfill_since_a_date_reads_only_later_changes(env: Env) -> None:
+    future = run(
+        "backfill", "--config", str(env.config_path), "--since", "2099-01-01", "--entity", "invoice"
+    )
+    assert future.returncode == 0, future.stderr
+    from connector.schema import Invoice
+
+    with env.store.session() as s:
+        assert s.exec(select(Invoice)).all() == []
+    past = run(
+        "backfill",
+        "--config",
+        str(env.config_path),
+        "--since",
+        "2000-01-01",
+        "--entity",
+        "invoice",
+        "--entity",
+        "contact",
+    )
+    assert past.returncode == 0, past.stderr
+    with env.store.session() as s:
+        stored = s.exec(select(Invoice)).all()
+    assert len(stored) == len(
+        [i for i in env.state.xero.invoices(env.tenant) if i["Type"] == "ACCREC"]
+    )
+    bad = run("backfill", "--config", str(env.config_path), "--entity", "widgets")
+    assert bad.returncode == 2 and "widgets" in bad.stderr
