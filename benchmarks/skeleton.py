@@ -30,7 +30,7 @@ from connector.sync.push import AllocationRequest, PushEngine
 def _push(
     state: SandboxState, settings: object, store: Store, count: int, tag: str
 ) -> tuple[float, int, int, int]:
-    conn = settings.connections[0]  # type: ignore[attr-defined]
+    conn = next(c for c in settings.connections if c.provider == "xero")  # type: ignore[attr-defined]
     invoices = [state.xero.add_invoice(conn.tenant, total=Decimal("100.00")) for _ in range(count)]
     engine = PushEngine(settings, store)  # type: ignore[arg-type]
     ids = [
@@ -81,7 +81,8 @@ def main() -> None:
                 state, Path(tmp) / "bench.toml", base_url=server.url, database_url=db
             )
             settings = load_settings(config)
-            conn = settings.connections[0].model_copy(update={"page_size": 1000})
+            xero = next(c for c in settings.connections if c.provider == "xero")
+            conn = xero.model_copy(update={"page_size": 1000})
             settings = settings.model_copy(update={"connections": [conn]})
             store = Store(db)
             store.upgrade()

@@ -72,11 +72,11 @@ def run_demo(*, seed: int = 1, workdir: Path | None = None, console: Console | N
             )
             console.print(f"sandbox: Xero at {server.url}/xero   config: {config}")
             settings = load_settings(config)
-            conn = settings.connections[0]
+            conn = next(c for c in settings.connections if c.provider == "xero")
             store = Store(settings.database.url)
             store.upgrade()
             pull = PullEngine(settings, store)
-            [stats] = pull.run_once(entities=("invoice",))
+            [stats] = pull.run_once(connection_ids=[conn.id], entities=("invoice",))
             pull.close()
             console.print(
                 f"pulled {stats.records} invoices from tenant {conn.tenant} "

@@ -72,12 +72,17 @@ class Env:
     closers: list[Any]
 
     @property
+    def xero(self) -> Any:
+        """The Xero connection of the config (the sandbox writes one per ledger tenant)."""
+        return next(c for c in self.settings.connections if c.provider == "xero")
+
+    @property
     def conn_id(self) -> str:
-        return self.settings.connections[0].id
+        return str(self.xero.id)
 
     @property
     def tenant(self) -> str:
-        return self.settings.connections[0].tenant
+        return str(self.xero.tenant)
 
     def advance(self, seconds: float) -> None:
         """Move both clocks (ours and the ledger's) forward."""

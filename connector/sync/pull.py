@@ -26,7 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import col, select
 
-from connector.adapters.base import Adapter, Page, build_adapter
+from connector.adapters.base import SUPPORTED_PROVIDERS, Adapter, Page, build_adapter
 from connector.clock import Clock, SystemClock
 from connector.config import Settings
 from connector.logging import get_logger
@@ -132,7 +132,11 @@ class PullEngine:
         ids = (
             list(connection_ids)
             if connection_ids is not None
-            else [c.id for c in self.settings.connections if c.enabled]
+            else [
+                c.id
+                for c in self.settings.connections
+                if c.enabled and c.provider in SUPPORTED_PROVIDERS
+            ]
         )
         results: list[PullStats] = []
         for cid in ids:

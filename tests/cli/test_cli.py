@@ -178,8 +178,8 @@ def test_backfill_command_and_secrets_never_logged(env: Env) -> None:
     for secret in (
         rec.access_token,
         rec.refresh_token,
-        env.settings.connections[0].client_secret.get_secret_value(),
-        env.settings.connections[0].refresh_token.get_secret_value(),
+        env.xero.client_secret.get_secret_value(),
+        env.xero.refresh_token.get_secret_value(),
     ):
         assert secret and secret not in logs
     assert "Bearer" not in logs

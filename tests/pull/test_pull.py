@@ -70,7 +70,7 @@ def test_crash_mid_backfill_resumes_without_gaps_or_duplicates(env: Env) -> None
     for n in range(25):
         env.state.xero.add_invoice(env.tenant, total=Decimal(f"{n + 1}.00"))
     settings = env.settings.model_copy(
-        update={"connections": [env.settings.connections[0].model_copy(update={"page_size": 5})]}
+        update={"connections": [env.xero.model_copy(update={"page_size": 5})]}
     )
     first = PullEngine(settings, env.store, clock=env.clock)
     env.closers.append(first)
@@ -91,7 +91,7 @@ def test_crash_mid_backfill_resumes_without_gaps_or_duplicates(env: Env) -> None
 
 def test_many_changes_in_the_same_second_are_not_missed(env: Env) -> None:
     settings = env.settings.model_copy(
-        update={"connections": [env.settings.connections[0].model_copy(update={"page_size": 3})]}
+        update={"connections": [env.xero.model_copy(update={"page_size": 3})]}
     )
     eng = PullEngine(settings, env.store, clock=env.clock)
     env.closers.append(eng)

@@ -14,7 +14,7 @@ def issued_refresh_tokens(env: Env) -> int:
 
 
 def test_concurrent_managers_refresh_once(env: Env) -> None:
-    conn = env.settings.connections[0]
+    conn = env.xero
     # Two adapters of one connection, as the daemon's push and pull have: two token managers.
     adapters = [build_adapter(conn, env.store, clock=env.clock) for _ in range(2)]
     env.closers.extend(adapters)
