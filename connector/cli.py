@@ -20,7 +20,8 @@ from rich.console import Console
 from rich.table import Table
 from sqlmodel import col, select
 
-from connector.config import ConfigError, Settings, load_settings
+from connector.config import ConfigError, Settings, load_settings, token_cipher
+from connector.crypto import TokenKeyError
 from connector.logging import configure_logging
 from connector.money import quantize
 from connector.state import TERMINAL, Attempt, ConnectionRecord, Cursor, PaymentIntent
@@ -64,7 +65,11 @@ def _settings(config: Path) -> Settings:
 
 def _open(config: Path, *, migrate: bool = True) -> tuple[Settings, Store]:
     settings = _settings(config)
-    store = Store(settings.database.url)
+    try:
+        cipher = token_cipher(settings)
+    except ConfigError as exc:
+        _fail(str(exc))
+    store = Store(settings.database.url, cipher=cipher)
     if migrate:
         try:
             store.upgrade()
@@ -73,6 +78,14 @@ def _open(config: Path, *, migrate: bool = True) -> tuple[Settings, Store]:
                 f"{config}: database.url: cannot open or migrate {settings.database.url!r} "
                 f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). Fix: check the URL "
                 f"and that the database server is running"
+            )
+    if migrate:
+        try:
+            store.check_token_key()
+        except TokenKeyError as exc:
+            _fail(
+                f"{config}: security.token_key_env: {exc}. Fix: export "
+                f"{settings.security.token_key_env} with the key the tokens were stored with"
             )
     return settings, store
 
@@ -87,12 +100,23 @@ def _money(value: Decimal | None, currency: str | None) -> str:
 def check_config(config: ConfigOpt) -> None:
     """Validate a config file and say what it holds."""
     settings = _settings(config)
+    try:
+        cipher = token_cipher(settings)
+    except ConfigError as exc:
+        _fail(str(exc))
     out.print(
         f"[green]ok[/] {config}: database {settings.database.url}, "
         f"{len(settings.connections)} connection(s)"
     )
     for conn in settings.connections:
         out.print(f"  - {conn.id}: {conn.provider} {conn.tenant} at {conn.base_url}")
+    if cipher is not None:
+        out.print(f"  tokens: encrypted at rest with the key in {cipher.source}")
+    else:
+        out.print(
+            f"  tokens: stored unencrypted (set ${settings.security.token_key_env} to encrypt them; "
+            f'[security] encrypt_tokens = "required" makes it mandatory)'
+        )
 
 
 @db_app.command("upgrade")

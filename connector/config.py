@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from connector.crypto import TokenCipher, TokenKeyError
 from connector.logging import register_secret
 
 __all__ = [
@@ -25,9 +26,11 @@ __all__ = [
     "DaemonSettings",
     "DatabaseSettings",
     "LoggingSettings",
+    "SecuritySettings",
     "Settings",
     "load_settings",
     "parse_settings",
+    "token_cipher",
 ]
 
 Provider = Literal["xero", "quickbooks", "netsuite"]
@@ -74,6 +77,15 @@ class DaemonSettings(_Strict):
     push_interval_seconds: float = Field(default=5.0, gt=0)
     lease_seconds: float = Field(default=120.0, gt=0)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+
+
+class SecuritySettings(_Strict):
+    """``[security]``: encryption at rest of the OAuth tokens in the database."""
+
+    # auto: encrypt when the key variable is set; required: refuse to start
+    # without it; off: store tokens as they are (tests, throw-away sandboxes).
+    encrypt_tokens: Literal["auto", "required", "off"] = "auto"
+    token_key_env: str = Field(default="CONNECTOR_TOKEN_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class ConnectionSettings(_Strict):
@@ -133,6 +145,7 @@ class Settings(_Strict):
     database: DatabaseSettings = DatabaseSettings()
     logging: LoggingSettings = LoggingSettings()
     daemon: DaemonSettings = DaemonSettings()
+    security: SecuritySettings = SecuritySettings()
     connections: list[ConnectionSettings] = Field(default_factory=list)
     source: str = "<memory>"
 
@@ -152,6 +165,35 @@ class Settings(_Strict):
             "no connection with this id",
             f"use one of: {known}",
         )
+
+
+def token_cipher(settings: Settings) -> TokenCipher | None:
+    """The cipher for stored tokens that ``[security]`` asks for.
+
+    Raises:
+        ConfigError: encryption is required and the key variable is unset or invalid.
+    """
+    sec = settings.security
+    if sec.encrypt_tokens == "off":
+        return None
+    try:
+        cipher = TokenCipher.from_env(sec.token_key_env)
+    except TokenKeyError as exc:
+        raise ConfigError(
+            settings.source,
+            "security.token_key_env",
+            str(exc),
+            f"export {sec.token_key_env}=<a key from connector.crypto.generate_key()>",
+        ) from None
+    if cipher is None and sec.encrypt_tokens == "required":
+        raise ConfigError(
+            settings.source,
+            "security.encrypt_tokens",
+            f"token encryption is required but ${sec.token_key_env} is not set",
+            f'export {sec.token_key_env}="$(python -c "from connector.crypto import generate_key; '
+            f'print(generate_key())")" and keep it safe: stored tokens need it',
+        )
+    return cipher
 
 
 def _substitute_env(value: Any, path: str, file: Path) -> Any:

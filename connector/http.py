@@ -26,12 +26,15 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from authlib.integrations.httpx_client import OAuth2Client
 
+from sqlmodel import select
+
 from connector.clock import Clock, SystemClock
 from connector.config import ConnectionSettings
-from connector.errors import AuthRevoked, OutcomeUnknown, RateLimited, Transient
+from connector.crypto import open_value, seal_value
+from connector.errors import AuthRevoked, ConnectorError, OutcomeUnknown, RateLimited, Transient
 from connector.logging import get_logger, register_secret
 from connector.state import ConnectionRecord
-from connector.store import Store
+from connector.store import Store, dialect_insert
 
 __all__ = ["ProviderHTTP", "RateLimitState", "TokenManager", "grant_fingerprint"]
 
@@ -67,12 +70,15 @@ def _refresh_lock(name: str) -> threading.Lock:
 class TokenManager:
     """Keeps one connection's OAuth 2.0 tokens valid, in the store.
 
-    The refresh token rotates on every refresh; the new one is committed to the
-    store *before* the new access token is used, so a crash right after a
-    refresh never strands the connection with a spent refresh token. Refreshes
-    are serialized per connection across every manager of the process (the
-    daemon's push and pull each hold one). A valid access token is kept in
-    memory, so ordinary requests do not touch the database.
+    The refresh token rotates on every refresh. A refresh runs inside one
+    database transaction that holds the connection's row lock (``SELECT … FOR
+    UPDATE`` on PostgreSQL; SQLite's single writer), so refreshes are
+    serialized across threads *and* processes: a second refresher waits, then
+    finds the token the first one stored and uses it instead of spending the
+    rotated refresh token (which would end in ``invalid_grant``). The new
+    refresh token is committed before the new access token is used. Tokens are
+    encrypted at rest when the store has a cipher. A valid access token is kept
+    in memory, so ordinary requests do not touch the database.
     """
 
     def __init__(self, settings: ConnectionSettings, store: Store, clock: Clock | None = None):
@@ -82,25 +88,47 @@ class TokenManager:
         self._lock = _refresh_lock(f"{store.url}|{settings.id}")
         self._cached: tuple[str, datetime] | None = None
 
-    def _record(self) -> ConnectionRecord:
-        assert self.settings.refresh_token is not None  # checked by the config for this flow
-        configured = self.settings.refresh_token.get_secret_value()
+    def _open(self, value: str | None) -> str | None:
+        return open_value(self.store.cipher, value)
+
+    def _seal(self, value: str | None) -> str | None:
+        return seal_value(self.store.cipher, value)
+
+    def _ensure_record(self) -> ConnectionRecord:
+        """The connection's row (created, or reset when the config names a new grant).
+
+        Several processes may start at once: the row is created with ``ON
+        CONFLICT DO NOTHING`` and then read under its row lock.
+        """
+        configured = self._configured_refresh_token()
         fp = grant_fingerprint(configured)
+        now = self.clock.now()
         with self.store.session() as s:
-            rec = s.get(ConnectionRecord, self.settings.id)
-            if rec is None:
-                rec = ConnectionRecord(
+            s.execute(
+                dialect_insert(s, ConnectionRecord.__table__)  # type: ignore[attr-defined]
+                .values(
                     id=self.settings.id,
                     provider=self.settings.provider,
                     tenant=self.settings.tenant,
+                    status="active",
+                    grant_fingerprint=fp,
+                    refresh_token=self._seal(configured),
+                    updated_at=now,
                 )
+                .on_conflict_do_nothing(index_elements=["id"])
+            )
+            query = select(ConnectionRecord).where(ConnectionRecord.id == self.settings.id)
+            if not self.store.is_sqlite:
+                query = query.with_for_update()
+            rec = s.exec(query).one()
             if rec.grant_fingerprint != fp:
                 # A new grant in the config replaces whatever chain we had.
                 rec.grant_fingerprint = fp
-                rec.refresh_token = configured
+                rec.refresh_token = self._seal(configured)
                 rec.access_token = None
                 rec.access_token_expires_at = None
                 rec.status, rec.status_reason = "active", None
+                rec.updated_at = now
                 s.add(rec)
             return rec
 
@@ -111,92 +139,105 @@ class TokenManager:
         """A valid access token, refreshing first when it is about to expire."""
         if self._cached and self._fresh(*self._cached):
             return self._cached[0]
-        rec = self._record()
+        rec = self._ensure_record()
         if rec.status == "needs_reauth":
             raise AuthRevoked(rec.status_reason or "connection needs to be reauthorised")
+        access = self._open(rec.access_token)
         if (
-            rec.access_token
+            access
             and rec.access_token_expires_at
-            and rec.access_token_expires_at - TOKEN_EXPIRY_MARGIN > self.clock.now()
+            and self._fresh(access, rec.access_token_expires_at)
         ):
-            register_secret(rec.access_token)
-            self._cached = (rec.access_token, rec.access_token_expires_at)
-            return rec.access_token
-        return self.refresh(rejected=rec.access_token)
+            register_secret(access)
+            self._cached = (access, rec.access_token_expires_at)
+            return access
+        return self.refresh(rejected=access)
 
     def refresh(self, rejected: str | None = None) -> str:
-        """Refresh the grant, unless another thread already replaced ``rejected``."""
+        """Refresh the grant, unless another refresher already replaced ``rejected``."""
         with self._lock:
             self._cached = None
-            rec = self._record()
-            if rec.access_token != rejected and self._fresh(
-                rec.access_token, rec.access_token_expires_at
-            ):
-                # Another thread refreshed while we waited for the lock.
-                assert rec.access_token is not None and rec.access_token_expires_at is not None
-                self._cached = (rec.access_token, rec.access_token_expires_at)
-                return rec.access_token
-            refresh_token = rec.refresh_token or self._configured_refresh_token()
-            client = OAuth2Client(
-                client_id=self.settings.client_id,
-                client_secret=self.settings.client_secret.get_secret_value(),
-                token_endpoint_auth_method="client_secret_basic",
-                timeout=self.settings.timeout_seconds,
-            )
-            try:
-                token = client.refresh_token(self.settings.token_url, refresh_token=refresh_token)
-            except OAuthError as exc:
-                if exc.error in {"invalid_grant", "invalid_client", "unauthorized_client"}:
-                    self._park(
-                        f"token refresh refused ({exc.error}): reconnect the app to the "
+            self._ensure_record()
+            failure: ConnectorError | None = None
+            with self.store.session() as s:
+                query = select(ConnectionRecord).where(ConnectionRecord.id == self.settings.id)
+                if not self.store.is_sqlite:
+                    query = query.with_for_update()
+                rec = s.exec(query).one()
+                if rec.status == "needs_reauth":
+                    raise AuthRevoked(rec.status_reason or "connection needs to be reauthorised")
+                current = self._open(rec.access_token)
+                if (
+                    current
+                    and current != rejected
+                    and self._fresh(current, rec.access_token_expires_at)
+                ):
+                    # Another thread or process refreshed while we waited for the lock.
+                    assert rec.access_token_expires_at is not None
+                    register_secret(current)
+                    self._cached = (current, rec.access_token_expires_at)
+                    return current
+                refresh_token = self._open(rec.refresh_token) or self._configured_refresh_token()
+                try:
+                    token = self._call_token_endpoint(refresh_token)
+                except AuthRevoked as exc:
+                    # Park in this same transaction; raise once it is committed.
+                    rec.status = "needs_reauth"
+                    rec.status_reason = (
+                        f"token refresh refused ({exc.provider_code}): reconnect the app to the "
                         f"ledger and put the new refresh token in the config"
                     )
-                    raise AuthRevoked(
-                        "the ledger refused the refresh token",
-                        provider_code=exc.error,
-                        provider_message=exc.description,
-                    ) from exc
-                raise Transient(f"token refresh failed: {exc.error}") from exc
-            except httpx.HTTPError as exc:
-                raise Transient(f"token endpoint unreachable: {type(exc).__name__}") from exc
-            finally:
-                client.close()
-            access = str(token["access_token"])
-            register_secret(access)
-            new_refresh = token.get("refresh_token")
-            if new_refresh:
-                register_secret(str(new_refresh))
-            expires_in = float(token.get("expires_in", 1800))
-            expires_at = self.clock.now() + timedelta(seconds=expires_in)
-            with self.store.session() as s:
-                stored = s.get(ConnectionRecord, self.settings.id)
-                assert stored is not None
-                if new_refresh:
-                    stored.refresh_token = str(new_refresh)
-                stored.access_token = access
-                stored.access_token_expires_at = expires_at
-                stored.token_refreshed_at = self.clock.now()
-                stored.updated_at = self.clock.now()
-                s.add(stored)
+                    rec.access_token = None
+                    rec.updated_at = self.clock.now()
+                    s.add(rec)
+                    failure = exc
+                else:
+                    access = str(token["access_token"])
+                    register_secret(access)
+                    new_refresh = token.get("refresh_token")
+                    if new_refresh:
+                        register_secret(str(new_refresh))
+                        rec.refresh_token = self._seal(str(new_refresh))
+                    expires_in = float(token.get("expires_in", 1800))
+                    expires_at = self.clock.now() + timedelta(seconds=expires_in)
+                    rec.access_token = self._seal(access)
+                    rec.access_token_expires_at = expires_at
+                    rec.token_refreshed_at = self.clock.now()
+                    rec.updated_at = self.clock.now()
+                    s.add(rec)
+            if failure is not None:
+                log.error("connection_parked", connection=self.settings.id, reason=failure.code)
+                raise failure
             # Committed (rotated refresh token first): only now is the new token used.
             self._cached = (access, expires_at)
             log.info("token_refreshed", connection=self.settings.id, expires_in=expires_in)
             return access
 
-    def _configured_refresh_token(self) -> str:
-        assert self.settings.refresh_token is not None
-        return self.settings.refresh_token.get_secret_value()
+    def _call_token_endpoint(self, refresh_token: str) -> dict[str, Any]:
+        client = OAuth2Client(
+            client_id=self.settings.client_id,
+            client_secret=self.settings.client_secret.get_secret_value(),
+            token_endpoint_auth_method="client_secret_basic",
+            timeout=self.settings.timeout_seconds,
+        )
+        try:
+            return dict(client.refresh_token(self.settings.token_url, refresh_token=refresh_token))
+        except OAuthError as exc:
+            if exc.error in {"invalid_grant", "invalid_client", "unauthorized_client"}:
+                raise AuthRevoked(
+                    "the ledger refused the refresh token",
+                    provider_code=exc.error,
+                    provider_message=exc.description,
+                ) from exc
+            raise Transient(f"token refresh failed: {exc.error}") from exc
+        except httpx.HTTPError as exc:
+            raise Transient(f"token endpoint unreachable: {type(exc).__name__}") from exc
+        finally:
+            client.close()
 
-    def _park(self, reason: str) -> None:
-        self._cached = None
-        with self.store.session() as s:
-            rec = s.get(ConnectionRecord, self.settings.id)
-            if rec is not None:
-                rec.status, rec.status_reason = "needs_reauth", reason
-                rec.access_token = None
-                rec.updated_at = self.clock.now()
-                s.add(rec)
-        log.error("connection_parked", connection=self.settings.id, reason=reason)
+    def _configured_refresh_token(self) -> str:
+        assert self.settings.refresh_token is not None  # the config requires it for this flow
+        return self.settings.refresh_token.get_secret_value()
 
 
 class _BearerAuth(httpx.Auth):

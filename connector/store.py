@@ -22,9 +22,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from connector.state import IntentState, PaymentIntent
+from connector.crypto import TokenCipher
+from connector.state import ConnectionRecord, IntentState, PaymentIntent
 
-__all__ = ["Store", "normalize_url"]
+__all__ = ["Store", "dialect_insert", "normalize_url", "upsert_records"]
 
 # How long SQLite waits for a lock held by another connection before failing.
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -53,10 +54,13 @@ class Store:
 
     Args:
         url: SQLAlchemy URL (``sqlite:///connector.db``, ``postgresql://…``).
+        cipher: encrypts the OAuth tokens kept in the ``connection`` table.
     """
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, cipher: TokenCipher | None = None) -> None:
         self.url = normalize_url(url)
+        #: Encrypts OAuth tokens at rest; None stores them as they are.
+        self.cipher = cipher
         kwargs: dict[str, Any] = {"echo": echo}
         if self.url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
@@ -97,6 +101,20 @@ class Store:
     def head_revision(self) -> str | None:
         """The newest migration shipped with this version."""
         return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+
+    def check_token_key(self) -> None:
+        """Fail early if stored tokens cannot be opened with this store's cipher.
+
+        Raises:
+            TokenKeyError: tokens are encrypted and there is no key, or the wrong one.
+        """
+        from connector.crypto import open_value
+
+        with self.session() as s:
+            rows = s.exec(select(ConnectionRecord)).all()
+        for row in rows:
+            for value in (row.refresh_token, row.access_token):
+                open_value(self.cipher, value)
 
     # -- sessions -----------------------------------------------------------------
     @contextmanager
@@ -180,6 +198,17 @@ def _begin_immediate(conn: sa.Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def dialect_insert(session: Session, table: Any) -> Any:
+    """An INSERT that knows ``ON CONFLICT`` on this session's database."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)
+
+
 def upsert_records(
     session: Session,
     model: type[Any],
@@ -210,16 +239,7 @@ def upsert_records(
             )
         ).all()
     )
-    dialect = session.get_bind().dialect.name
-    table = model.__table__
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        stmt: Any = pg_insert(table)
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        stmt = sqlite_insert(table)
+    stmt = dialect_insert(session, model.__table__)
     values = list(rows.values())
     update_cols = {
         name: getattr(stmt.excluded, name)
