@@ -173,7 +173,7 @@ def _exit_for(intents: list[PaymentIntent]) -> int:
 def pay(
     config: ConfigOpt,
     connection: Annotated[str, typer.Option(help="Connection id from the config.")],
-    document: Annotated[str, typer.Option(help="Invoice number (INV-0001) or remote id.")],
+    document: Annotated[str, typer.Option(help="Invoice/bill number (INV-0001) or remote id.")],
     amount: Annotated[str, typer.Option(help="Amount in the document's currency, e.g. 49.99.")],
     on_date: Annotated[
         str | None, typer.Option("--date", help="Payment date YYYY-MM-DD (default today).")
@@ -188,12 +188,20 @@ def pay(
         str | None, typer.Option(help="Idempotency key (default: derived from the request).")
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for a final state.")] = 60.0,
+    document_type: Annotated[
+        str,
+        typer.Option(
+            "--type", help="invoice (a customer payment, AR) or bill (a bill payment, AP)."
+        ),
+    ] = "invoice",
     as_json: JsonOpt = False,
 ) -> None:
     """Pay one document: store the allocation, push it, wait for its final state."""
     from connector.sync.push import AllocationRequest, IntakeError, PushEngine, intent_as_dict
 
     when = _parse_date(on_date)
+    if document_type not in ("invoice", "bill"):
+        _fail(f"--type {document_type!r} is unknown; use invoice or bill")
     settings, store = _open(config)
     engine = PushEngine(settings, store)
     try:
@@ -206,6 +214,7 @@ def pay(
                 account_code=account,
                 reference=reference,
                 idempotency_key=key,
+                document_type=document_type,
             )
         )
         intents = engine.push_until_final([result.intent.id], timeout=timeout)

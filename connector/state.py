@@ -91,6 +91,7 @@ class PaymentIntent(SQLModel, table=True):
     document_ref: str = Field(max_length=128)  # as the caller named it (number or id)
     document_remote_id: str | None = Field(default=None, max_length=128)
     document_number: str | None = Field(default=None, max_length=64)
+    contact_remote_id: str | None = Field(default=None, max_length=128)
     amount: Decimal = Field(sa_type=Money)
     currency: str = Field(max_length=3)
     currency_rate: Decimal | None = Field(default=None, sa_type=Money)

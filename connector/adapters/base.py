@@ -59,6 +59,7 @@ class DocumentSnapshot:
     balance: Decimal
     row_version: str | None
     record: dict[str, Any]  # unified field values, ready to upsert
+    contact_remote_id: str | None = None  # the customer (invoice) or supplier (bill)
 
     @property
     def payable(self) -> bool:
@@ -78,11 +79,17 @@ class PaymentRequest:
     reference: str
     account_code: str | None = None
     currency_rate: Decimal | None = None
+    document_type: str = "invoice"  # invoice (AR, a customer payment) | bill (AP, a bill payment)
+    contact_remote_id: str | None = None  # customer or supplier of the document
+    provider_key: str = ""  # the idempotency key of this payment (requestid, externalId…)
 
     def as_mapping_input(self) -> dict[str, Any]:
         """The request as the mapping's write expressions see it."""
         return {
             "intent_id": self.intent_id,
+            "document_type": self.document_type,
+            "contact_remote_id": self.contact_remote_id,
+            "provider_key": self.provider_key,
             "document_remote_id": self.document_remote_id,
             "amount": self.amount,
             "currency": self.currency,

@@ -42,7 +42,7 @@ from connector.errors import (
 from connector.http import ProviderHTTP
 from connector.mapping import Mapping_, load_mapping
 from connector.money import quantize
-from connector.schema import Contact, Invoice, LedgerAccount, Payment
+from connector.schema import Bill, Contact, Invoice, LedgerAccount, Payment
 from connector.store import Store
 
 __all__ = ["XERO_ERROR_TABLE", "XeroAdapter", "translate_xero_error"]
@@ -51,6 +51,9 @@ API = "/api.xro/2.0"
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 WRITE_FIELDS = frozenset(
     {
+        "document_type",
+        "contact_remote_id",
+        "provider_key",
         "intent_id",
         "document_remote_id",
         "amount",
@@ -63,12 +66,14 @@ WRITE_FIELDS = frozenset(
 )
 MODELS: dict[str, type[SQLModel]] = {
     "invoice": Invoice,
+    "bill": Bill,
     "payment": Payment,
     "contact": Contact,
     "ledger_account": LedgerAccount,
 }
 _ENTITY_PATHS = {
     "invoice": ("Invoices", "Invoices"),
+    "bill": ("Invoices", "Invoices"),
     "payment": ("Payments", "Payments"),
     "contact": ("Contacts", "Contacts"),
     "ledger_account": ("Accounts", "Accounts"),
@@ -202,7 +207,7 @@ class XeroAdapter:
     """The Xero implementation of :class:`connector.adapters.base.Adapter`."""
 
     provider = "xero"
-    entities: tuple[str, ...] = ("invoice", "payment", "contact", "ledger_account")
+    entities: tuple[str, ...] = ("invoice", "bill", "payment", "contact", "ledger_account")
     capabilities = Capabilities(
         max_batch=50,  # Xero recommends about 50 elements per request
         concurrency=5,
@@ -292,14 +297,15 @@ class XeroAdapter:
 
     # -- reads -------------------------------------------------------------------
     def _snapshot(self, raw: dict[str, Any]) -> DocumentSnapshot:
-        record = self.mapping.reader("invoice").read(raw)
+        kind = "bill" if raw.get("Type") == "ACCPAY" else "invoice"
+        record = self.mapping.reader(kind).read(raw)
         currency = str(record["currency"] or "USD")
         record["total"] = quantize(record["total"], currency)
         record["balance"] = quantize(record["balance"], currency)
         return DocumentSnapshot(
             remote_id=record["remote_id"],
             number=record.get("number"),
-            kind="bill" if raw.get("Type") == "ACCPAY" else "invoice",
+            kind=kind,
             status=record["status"],
             provider_status=str(raw.get("Status")),
             currency=currency,
@@ -307,6 +313,7 @@ class XeroAdapter:
             balance=record["balance"],
             row_version=record.get("row_version"),
             record=record,
+            contact_remote_id=(raw.get("Contact") or {}).get("ContactID"),
         )
 
     def get_document(self, ref: str, kind: str = "invoice") -> DocumentSnapshot:
@@ -328,9 +335,9 @@ class XeroAdapter:
         if since is not None:
             headers["If-Modified-Since"] = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
         params: dict[str, Any] = {"order": "UpdatedDateUTC ASC"}
-        if entity == "invoice":
-            # Bills (ACCPAY) share the endpoint; they are the bill entity's, not ours.
-            params["where"] = 'Type=="ACCREC"'
+        if entity in ("invoice", "bill"):
+            # Sales invoices (ACCREC) and bills (ACCPAY) share the endpoint.
+            params["where"] = 'Type=="ACCPAY"' if entity == "bill" else 'Type=="ACCREC"'
         paged = entity != "ledger_account"  # Accounts are not paged by Xero
         if paged:
             params.update(page=page, pageSize=page_size)

@@ -30,7 +30,7 @@ from connector.adapters.base import SUPPORTED_PROVIDERS, Adapter, Page, build_ad
 from connector.clock import Clock, SystemClock
 from connector.config import Settings
 from connector.logging import get_logger
-from connector.schema import Contact, Invoice, LedgerAccount, Payment, PaymentAllocation
+from connector.schema import Bill, Contact, Invoice, LedgerAccount, Payment, PaymentAllocation
 from connector.state import Cursor
 from connector.store import Store, upsert_records
 
@@ -40,6 +40,7 @@ log = get_logger("connector.pull")
 
 ENTITY_MODELS = {
     "invoice": Invoice,
+    "bill": Bill,
     "payment": Payment,
     "contact": Contact,
     "ledger_account": LedgerAccount,

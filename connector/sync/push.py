@@ -57,7 +57,7 @@ from connector.errors import (
 )
 from connector.logging import get_logger
 from connector.money import AmountError, parse_amount, quantize, to_decimal
-from connector.schema import Invoice, Payment, PaymentAllocation
+from connector.schema import Bill, Invoice, Payment, PaymentAllocation
 from connector.state import TERMINAL, Attempt, ConnectionRecord, IntentState, PaymentIntent
 from connector.store import Store, upsert_records
 
@@ -270,6 +270,7 @@ class PushEngine:
             document_ref=request.document.strip(),
             document_remote_id=doc.remote_id,
             document_number=doc.number,
+            contact_remote_id=doc.contact_remote_id,
             amount=amount,
             currency=doc.currency,
             transaction_date=request.transaction_date or now.date(),
@@ -437,6 +438,9 @@ class PushEngine:
             reference=intent.reference,
             account_code=intent.account_code,
             currency_rate=intent.currency_rate,
+            document_type=intent.document_type,
+            contact_remote_id=intent.contact_remote_id,
+            provider_key=intent.provider_key,
         )
 
     def _preflight(self, intent: PaymentIntent, adapter: Adapter) -> str:
@@ -702,7 +706,10 @@ class PushEngine:
             s.add(attempt)
             if record.get("remote_id"):
                 record.setdefault("currency", intent.currency)
-                record.setdefault("type", "accounts_receivable")
+                record.setdefault(
+                    "type",
+                    "accounts_payable" if intent.document_type == "bill" else "accounts_receivable",
+                )
                 upsert_records(s, Payment, intent.connection_id, [record], now)
                 pk = s.exec(
                     select(Payment.id).where(
@@ -897,8 +904,8 @@ class PushEngine:
         )
 
     def _upsert_doc(self, session: Any, intent: PaymentIntent, doc: DocumentSnapshot) -> None:
-        if doc.kind == "invoice":
-            upsert_records(session, Invoice, intent.connection_id, [doc.record], self.clock.now())
+        model = Bill if doc.kind == "bill" else Invoice
+        upsert_records(session, model, intent.connection_id, [doc.record], self.clock.now())
 
     def _sent_with_key(self, intent: PaymentIntent) -> bool:
         with self.store.session() as s:

@@ -377,3 +377,31 @@ def test_rate_limits_never_fail_an_allocation(env: Env) -> None:
     assert eng.adapter(env.conn_id).http.rate.throttled > 0  # 429s really happened
     for intent in rows:
         assert len(ours(env, intent)) == 1
+
+
+def test_bill_payment_marks_a_xero_bill_paid(env: Env) -> None:
+    bill = env.state.xero.add_invoice(
+        env.tenant, total=Decimal("75.50"), type="ACCPAY", number="SUP-TEST-1"
+    )
+    eng = engine(env)
+    result = eng.intake(
+        AllocationRequest(
+            connection_id=env.conn_id,
+            document=bill["InvoiceID"],
+            amount="75.50",
+            idempotency_key="k-bill",
+            document_type="bill",
+        )
+    )
+    assert result.intent.contact_remote_id == bill["Contact"]["ContactID"]
+    intent = drive(eng, result.intent, env)
+    assert intent.state == "applied"
+    [payment] = ours(env, intent)
+    assert payment["PaymentType"] == "ACCPAYPAYMENT"
+    ledger = env.state.xero.invoice(env.tenant, bill["InvoiceID"])
+    assert ledger["Status"] == "PAID"
+    from connector.schema import Bill
+
+    with env.store.session() as s:
+        stored = s.exec(select(Bill).where(Bill.remote_id == bill["InvoiceID"])).one()
+    assert stored.status == "paid" and stored.balance == 0
