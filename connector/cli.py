@@ -50,7 +50,9 @@ EXIT_NOT_FINAL = 4
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # The message is plain text: keys like connections[id='x'] are not markup.
+    err.print("[bold red]error:[/] ", end="")
+    err.print(message, markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -63,8 +65,23 @@ def _settings(config: Path) -> Settings:
     return settings
 
 
+def _check_mappings(settings: Settings) -> None:
+    from connector.adapters.base import validate_connection_mapping
+    from connector.mapping import MappingError
+
+    for conn in settings.connections:
+        try:
+            validate_connection_mapping(conn)
+        except MappingError as exc:
+            _fail(
+                f"{settings.source}: {exc.file}.{exc.key}: {exc.problem}. Fix: correct the "
+                f"override (see connector/mappings/{conn.provider}.toml for the shape)"
+            )
+
+
 def _open(config: Path, *, migrate: bool = True) -> tuple[Settings, Store]:
     settings = _settings(config)
+    _check_mappings(settings)
     try:
         cipher = token_cipher(settings)
     except ConfigError as exc:
@@ -100,6 +117,7 @@ def _money(value: Decimal | None, currency: str | None) -> str:
 def check_config(config: ConfigOpt) -> None:
     """Validate a config file and say what it holds."""
     settings = _settings(config)
+    _check_mappings(settings)
     try:
         cipher = token_cipher(settings)
     except ConfigError as exc:
@@ -109,7 +127,7 @@ def check_config(config: ConfigOpt) -> None:
         f"{len(settings.connections)} connection(s)"
     )
     for conn in settings.connections:
-        out.print(f"  - {conn.id}: {conn.provider} {conn.tenant} at {conn.base_url}")
+        out.print(f"  - {conn.id}: {conn.provider} {conn.tenant} at {conn.base_url}", markup=False)
     if cipher is not None:
         out.print(f"  tokens: encrypted at rest with the key in {cipher.source}")
     else:
@@ -234,7 +252,9 @@ def pay(
         out.print(_intent_rows(intents))
         for i in intents:
             if i.reason_message:
-                out.print(f"{i.document_number or i.document_ref}: {i.reason_message}")
+                out.print(
+                    f"{i.document_number or i.document_ref}: {i.reason_message}", markup=False
+                )
     raise typer.Exit(_exit_for(intents))
 
 
@@ -369,7 +389,7 @@ def status(
                 return
             out.print(_intent_rows([found]))
             if found.reason_message:
-                out.print(f"reason: {found.reason_message}")
+                out.print(f"reason: {found.reason_message}", markup=False)
             history = Table(title=f"Attempts of {intent}")
             for name in ("at", "phase", "key", "status", "outcome", "payment id", "message"):
                 history.add_column(name)

@@ -111,6 +111,9 @@ class ConnectionSettings(_Strict):
     payment_account_code: str | None = None
     bill_payment_account_code: str | None = None
     bill_payment_type: Literal["Check", "CreditCard"] = "Check"
+    # Overrides of the shipped mapping, same shape as connector/mappings/<provider>.toml,
+    # e.g. [connections.mapping.write.payment] Reference = "reference".
+    mapping: dict[str, Any] = Field(default_factory=dict)
     reference_prefix: str = Field(default="cx", pattern=r"^[A-Za-z0-9-]{1,10}$")
     page_size: int = Field(default=100, ge=1, le=1000)
     timeout_seconds: float = Field(default=30.0, gt=0)

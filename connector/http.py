@@ -277,6 +277,9 @@ class ProviderHTTP:
         store: where tokens live.
         rate_limit_headers: response headers that carry remaining quotas.
         transport: optional httpx transport (tests, vcrpy).
+        auth: request authentication; default a bearer token from the
+            refresh-token grant (:class:`TokenManager`). NetSuite passes its own
+            (client credentials with a JWT assertion, or OAuth 1.0a TBA).
     """
 
     def __init__(
@@ -289,6 +292,7 @@ class ProviderHTTP:
         rate_limit_headers: tuple[str, ...] = (),
         transport: httpx.BaseTransport | None = None,
         sleep: Any = time.sleep,
+        auth: httpx.Auth | None = None,
     ) -> None:
         self.settings = settings
         self.tokens = TokenManager(settings, store, clock)
@@ -297,7 +301,7 @@ class ProviderHTTP:
         self._sleep = sleep
         self.client = httpx.Client(
             base_url=settings.base_url,
-            auth=_BearerAuth(self.tokens),
+            auth=auth if auth is not None else _BearerAuth(self.tokens),
             headers={"Accept": "application/json", **dict(base_headers or {})},
             timeout=httpx.Timeout(settings.timeout_seconds, connect=10.0),
             transport=transport or httpx.HTTPTransport(socket_options=_SOCKET_OPTIONS),

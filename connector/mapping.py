@@ -254,14 +254,43 @@ def parse_mapping(
     return Mapping_(provider, source, readers, tuple(writer), dict(doc.get("constants", {})))
 
 
+def _merge(
+    base: dict[str, Any], override: Mapping[str, Any], path: str, source: str
+) -> dict[str, Any]:
+    """Deep-merge ``override`` into a copy of ``base``: tables merge, values replace."""
+    out = dict(base)
+    for key, value in override.items():
+        here = f"{path}.{key}" if path else str(key)
+        if isinstance(value, Mapping):
+            current = out.get(key, {})
+            if not isinstance(current, dict):
+                raise MappingError(source, here, "is a value in the shipped mapping, not a table")
+            out[key] = _merge(current, value, here, source)
+        else:
+            out[key] = value
+    return out
+
+
+#: Top-level tables a connection may override (the provider name may not change).
+OVERRIDABLE = frozenset({"read", "write", "enums", "constants"})
+
+
 def load_mapping(
     provider: str,
     *,
     models: Mapping[str, type[SQLModel]],
     write_fields: frozenset[str],
     path: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    overrides_source: str = "connection mapping",
 ) -> Mapping_:
-    """Load the shipped mapping of ``provider`` (or the file at ``path``)."""
+    """Load the shipped mapping of ``provider`` (or the file at ``path``).
+
+    Args:
+        overrides: a connection's ``mapping`` table from the config, merged over
+            the shipped mapping key by key (e.g. ``write.payment.Reference``) and
+            validated like the file itself; a mistake names ``overrides_source``.
+    """
     if path is None:
         ref = resources.files("connector") / "mappings" / f"{provider}.toml"
         source = f"connector/mappings/{provider}.toml"
@@ -273,4 +302,14 @@ def load_mapping(
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise MappingError(source, "-", f"not valid TOML ({exc})") from None
+    if overrides:
+        unknown = set(overrides) - OVERRIDABLE
+        if unknown:
+            raise MappingError(
+                overrides_source,
+                sorted(unknown)[0],
+                f"cannot be overridden; use one of {sorted(OVERRIDABLE)}",
+            )
+        doc = _merge(doc, overrides, "", overrides_source)
+        source = overrides_source
     return parse_mapping(doc, source=source, models=models, write_fields=write_fields)

@@ -7,6 +7,7 @@ the unified schema (through its declarative mapping).
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -30,6 +31,7 @@ __all__ = [
     "PaymentRequest",
     "RemotePayment",
     "build_adapter",
+    "validate_connection_mapping",
 ]
 
 
@@ -172,8 +174,24 @@ class Adapter(Protocol):
         ...
 
 
+def validate_connection_mapping(settings: ConnectionSettings) -> None:
+    """Load a connection's mapping with its overrides; raise MappingError if it is bad."""
+    if settings.provider not in SUPPORTED_PROVIDERS:
+        return
+    module = importlib.import_module(f"connector.adapters.{settings.provider}")
+    module.load_connection_mapping(settings)
+
+
 #: Providers this version has an adapter for; the config accepts all three.
 SUPPORTED_PROVIDERS = frozenset({"xero"})
+
+
+#: provider → (module, class) of its adapter; imported on first use.
+_ADAPTERS: dict[str, tuple[str, str]] = {
+    "xero": ("connector.adapters.xero", "XeroAdapter"),
+    "quickbooks": ("connector.adapters.quickbooks", "QuickBooksAdapter"),
+    "netsuite": ("connector.adapters.netsuite", "NetSuiteAdapter"),
+}
 
 
 def build_adapter(
@@ -184,11 +202,12 @@ def build_adapter(
     transport: httpx.BaseTransport | None = None,
 ) -> Adapter:
     """Build the adapter for a configured connection."""
-    if settings.provider == "xero":
-        from connector.adapters.xero import XeroAdapter
-
-        return XeroAdapter(settings, store, clock=clock, transport=transport)
-    raise NotImplementedError(
-        f"connection {settings.id!r}: provider {settings.provider!r} has no adapter in this "
-        f"version (only 'xero')"
-    )
+    if settings.provider not in SUPPORTED_PROVIDERS:
+        raise NotImplementedError(
+            f"connection {settings.id!r}: provider {settings.provider!r} has no adapter in this "
+            f"version (supported: {', '.join(sorted(SUPPORTED_PROVIDERS))})"
+        )
+    module_name, class_name = _ADAPTERS[settings.provider]
+    cls = getattr(importlib.import_module(module_name), class_name)
+    adapter: Adapter = cls(settings, store, clock=clock, transport=transport)
+    return adapter

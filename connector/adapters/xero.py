@@ -166,6 +166,17 @@ XERO_ERROR_TABLE: tuple[XeroErrorRule, ...] = (
 )
 
 
+def load_connection_mapping(settings: ConnectionSettings) -> Mapping_:
+    """The shipped Xero mapping with this connection's overrides, validated."""
+    return load_mapping(
+        "xero",
+        models=MODELS,
+        write_fields=WRITE_FIELDS,
+        overrides=settings.mapping,
+        overrides_source=f"connections[id={settings.id!r}].mapping",
+    )
+
+
 def translate_xero_error(
     status: int, error_type: str | None, message: str, *, write: bool = False
 ) -> ConnectorError:
@@ -227,7 +238,7 @@ class XeroAdapter:
         mapping: Mapping_ | None = None,
     ) -> None:
         self.settings = settings
-        self.mapping = mapping or load_mapping("xero", models=MODELS, write_fields=WRITE_FIELDS)
+        self.mapping = mapping or load_connection_mapping(settings)
         self.http = ProviderHTTP(
             settings,
             store,

@@ -53,6 +53,7 @@ from connector.errors import (
     DocumentNotPayable,
     OutcomeUnknown,
     RateLimited,
+    StaleRowVersion,
     Transient,
 )
 from connector.logging import get_logger
@@ -534,6 +535,17 @@ class PushEngine:
         except OutcomeUnknown as exc:
             self._unknown(intent, exc)
             return "done"
+        except StaleRowVersion as exc:
+            self._attempt_now(
+                intent,
+                "send",
+                outcome=exc.code,
+                message=exc.message,
+                key=intent.provider_key,
+                status=exc.status_code,
+            )
+            self._transition(intent, attempts=intent.attempts + 1)
+            return self._redecide(intent, adapter)
         except (RateLimited, Transient, AuthRevoked) as exc:
             # Not applied, but an earlier send of this intent may have been:
             # from here on it is reconciled before anything else.
@@ -577,6 +589,9 @@ class PushEngine:
         if isinstance(err, AmountExceedsBalance | DocumentNotPayable):
             self._transition(intent, attempt=attempt, attempts=intent.attempts + 1)
             return self._moved(intent, adapter, err)
+        if isinstance(err, StaleRowVersion):
+            self._transition(intent, attempt=attempt, attempts=intent.attempts + 1)
+            return self._redecide(intent, adapter)
         self._finish(
             intent,
             IntentState.REJECTED,
@@ -634,6 +649,33 @@ class PushEngine:
             )
         return "done"
 
+    def _redecide(self, intent: PaymentIntent, adapter: Adapter) -> str:
+        """The document changed under the request (stale row version): never a blind retry.
+
+        Look for our payment first; if it is not there, decide again from a fresh
+        read under a new key version (the provider may have cached the refusal
+        under the old key).
+        """
+        found = [p for p in adapter.find_payment(self._request(intent)) if p.status != "deleted"]
+        if found:
+            attempt = self._attempt(intent, "lookup", outcome="found", remote=found[0].remote_id)
+            self._apply(intent, found[0], attempt, adapter)
+            return "done"
+        return self._new_key_version(intent, self._attempt(intent, "lookup", outcome="not_found"))
+
+    def _new_key_version(self, intent: PaymentIntent, attempt: Attempt) -> str:
+        version = intent.key_version + 1
+        prefix = self.settings.connection(intent.connection_id).reference_prefix
+        self._transition(
+            intent,
+            attempt=attempt,
+            state=IntentState.CLAIMED.value,
+            key_version=version,
+            provider_key=self._provider_key(prefix, intent.id, version),
+            key_first_sent_at=None,
+        )
+        return "preflight"
+
     def _reconcile(self, intent: PaymentIntent, adapter: Adapter) -> str:
         found = adapter.find_payment(self._request(intent))
         live = [p for p in found if p.status != "deleted"]
@@ -673,17 +715,7 @@ class PushEngine:
             self._transition(intent, attempt=attempt, state=IntentState.SENDING.value)
             return "send"
         # The key is gone: mint a new version and decide again from a fresh read.
-        version = intent.key_version + 1
-        prefix = self.settings.connection(intent.connection_id).reference_prefix
-        self._transition(
-            intent,
-            attempt=attempt,
-            state=IntentState.CLAIMED.value,
-            key_version=version,
-            provider_key=self._provider_key(prefix, intent.id, version),
-            key_first_sent_at=None,
-        )
-        return "preflight"
+        return self._new_key_version(intent, attempt)
 
     def _apply(
         self, intent: PaymentIntent, payment: RemotePayment, attempt: Attempt, adapter: Adapter

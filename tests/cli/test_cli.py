@@ -352,3 +352,61 @@ def test_backfill_since_a_date_reads_only_later_changes(env: Env) -> None:
     )
     bad = run("backfill", "--config", str(env.config_path), "--entity", "widgets")
     assert bad.returncode == 2 and "widgets" in bad.stderr
+
+
+def _xero_only_config(env: Env, path: Path, extra: str) -> Path:
+    conn = env.xero
+    path.write_text(
+        f'[database]\nurl = "{env.settings.database.url}"\n\n[[connections]]\n'
+        f'id = "{conn.id}"\nprovider = "xero"\nbase_url = "{conn.base_url}"\n'
+        f'token_url = "{conn.token_url}"\nclient_id = "{conn.client_id}"\n'
+        f'client_secret = "{conn.client_secret.get_secret_value()}"\n'
+        f'refresh_token = "{conn.refresh_token.get_secret_value()}"\n'
+        f'tenant_id = "{conn.tenant_id}"\npayment_account_code = "090"\n' + extra
+    )
+    return path
+
+
+def test_connection_mapping_override_changes_what_is_sent(env: Env, tmp_path: Path) -> None:
+    config = _xero_only_config(
+        env,
+        tmp_path / "override.toml",
+        '\n[connections.mapping.write.payment]\n"Account.Code" = "`091`"\n',
+    )
+    inv = env.state.xero.add_invoice(env.tenant, total=Decimal("12.00"))
+    result = run(
+        "pay",
+        "--config",
+        str(config),
+        "--connection",
+        env.conn_id,
+        "--document",
+        inv["InvoiceNumber"],
+        "--amount",
+        "12.00",
+    )
+    assert result.returncode == 0, result.stderr
+    [payment] = env.state.xero.payments(env.tenant, invoice_id=inv["InvoiceID"])
+    assert payment["Account"]["Code"] == "091"
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (
+            '\n[connections.mapping.write.payment]\nAmount = "amount_typo"\n',
+            "unknown request field",
+        ),
+        ('\n[connections.mapping.read.invoice]\nbalance = "AmountDue[["\n', "bad JMESPath"),
+        ('\n[connections.mapping.read.invoice]\nno_such_field = "X"\n', "invoice has no field"),
+        ('\n[connections.mapping]\nprovider = "quickbooks"\n', "cannot be overridden"),
+    ],
+)
+def test_bad_mapping_override_stops_start_up(
+    env: Env, tmp_path: Path, extra: str, fragment: str
+) -> None:
+    config = _xero_only_config(env, tmp_path / "bad.toml", extra)
+    result = run("check-config", "--config", str(config))
+    assert result.returncode == 2
+    assert f"connections[id={env.conn_id!r}].mapping" in result.stderr
+    assert fragment in result.stderr
