@@ -133,7 +133,8 @@ def check_config(config: ConfigOpt) -> None:
     else:
         out.print(
             f"  tokens: stored unencrypted (set ${settings.security.token_key_env} to encrypt them; "
-            f'[security] encrypt_tokens = "required" makes it mandatory)'
+            f'[security] encrypt_tokens = "required" makes it mandatory)',
+            markup=False,
         )
 
 
@@ -476,8 +477,14 @@ def sandbox(
     database_url: Annotated[
         str, typer.Option(help="database.url for the written config.")
     ] = "sqlite:///connector.db",
+    bills: Annotated[int, typer.Option(help="Bills per tenant.")] = 3,
+    time_scale: Annotated[
+        float, typer.Option(help="Shrink every rate-limit and key-retention window by this factor.")
+    ] = 1.0,
+    rate_limits: Annotated[bool, typer.Option(help="Enforce the providers' rate limits.")] = True,
 ) -> None:
-    """Serve the built-in ledger sandbox (Xero under /xero) until Ctrl-C."""
+    """Serve the built-in ledger sandbox until Ctrl-C: Xero under /xero, QuickBooks Online
+    under /quickbooks, NetSuite under /netsuite/{account}; admin under /_sandbox."""
     from connector.sandbox import serve
 
     configure_logging("INFO", "auto")
@@ -490,6 +497,9 @@ def sandbox(
         faults=faults,
         write_config_path=write_config,
         database_url=database_url,
+        bills=bills,
+        time_scale=time_scale,
+        rate_limits=rate_limits,
     )
 
 

@@ -10,11 +10,21 @@ Layout:
     ``/xero/connections``
         api.xero.com/connections.
     ``/xero/api.xro/2.0/{Invoices,Payments,Accounts,Contacts}[/{id}]``
-        the Accounting API (bearer token + ``xero-tenant-id``, rate limits,
-        ``Idempotency-Key``, fault injection on writes).
+        the Accounting API (bearer token + ``xero-tenant-id``, rate limits with the
+        minute and day windows, ``Idempotency-Key``, fault injection on writes).
+        Invoices include bills (``Type: ACCPAY``); payments on bills go through the
+        same Payments endpoints and come back ``PaymentType: ACCPAYPAYMENT``.
+    Webhooks
+        a registered receiver gets the intent-to-receive handshake, then signed,
+        batched INVOICE/CONTACT events (:mod:`connector.sandbox.xero.webhooks`).
     ``/_sandbox/...``
         admin API without authentication, answering loopback clients only (see
         :mod:`connector.sandbox.app`).
+
+Faults: :mod:`connector.sandbox.faults` documents every one. Time:
+:class:`Clock` can be advanced instead of sleeping, and its ``time_scale`` shrinks every
+window the sandbox keeps (rate-limit minute and day, the 6-minute idempotency
+retention, token lifetimes) to ``nominal / time_scale``.
 
 Behaviour the fact sheet leaves open, and what the sandbox does:
     * Unknown invoice in a payment: ``Invoice could not be found``; other sandbox-worded
@@ -24,7 +34,7 @@ Behaviour the fact sheet leaves open, and what the sandbox does:
     * Idempotency-Key reuse with another request and an over-long key: 400
       ``{"ErrorNumber":10,"Type":"ValidationException","Message":...}``. Replays carry
       ``X-Sandbox-Idempotent-Replay: true``. A 500 injected after commit is cached like
-      any answer; a drop before commit frees the key.
+      any answer; a drop before commit leaves the key unused.
     * 429 bodies are empty; rejected calls do not use up quota.
     * ``CurrencyRate`` is invoice-currency units per base unit, and
       ``BankAmount = Amount / CurrencyRate`` for foreign invoices (bank accounts are in

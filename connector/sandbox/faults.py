@@ -1,18 +1,65 @@
-"""Fault injection for chaos tests of write endpoints.
+"""Fault injection for chaos tests of write endpoints, shared by every ledger.
 
 A fault is either drawn at random (a probability per write, from a ``random.Random``
 seeded with the sandbox seed, so a run is reproducible) or forced for the next ``N``
 writes with a ``<fault>_next=N`` counter. Faults are configured from a CLI-style string
 (``"drop_after_commit=0.2,latency_ms=50"``), a mapping, or at run time through
-``GET/POST /_sandbox/faults``.
+``GET/POST /_sandbox/faults`` (``{"paid_elsewhere_next": 1}``, ``{"spec": "..."}``,
+``{"reset": true}``).
 
-Faults:
-    ``drop_before_commit``: close the TCP connection without processing the write.
-    ``drop_after_commit``: process (commit) the write, then close the connection
-        without sending any response.
-    ``error_500_after_commit``: commit, then answer HTTP 500.
-    ``latency_ms``: a delay (milliseconds) after the commit and before answering,
-        applied to every processed write.
+Each write draws once (:meth:`Faults.draw`); at most one fault fires, counters before
+probabilities, and among them the order of :data:`FAULT_NAMES` (the order below).
+Faults only hit writes (reads are never faulted) and they hit every write, an
+idempotent replay included: the network does not know which requests are replays.
+What each one means, and what the Xero emulator does (``PUT``/``POST /Payments``,
+``POST /Payments/{id}``):
+
+``token_revoked``
+    The user disconnected the app just now. Xero: the tenant's OAuth grant is revoked
+    (its refresh tokens give ``invalid_grant``, its access tokens 401 from now on) and
+    this call is answered 401 ``{"Title":"Unauthorized","Detail":
+    "AuthenticationUnsuccessful",…}``. Nothing is processed, no quota is used.
+``rate_limit``
+    The provider refuses the call for rate. Xero: 429 with an empty body,
+    ``X-Rate-Limit-Problem: minute``, ``Retry-After`` = seconds to the end of the
+    tenant's minute window, ``X-MinLimit-Remaining: 0`` and the other remaining
+    counters. Not processed, no quota used, the ``Idempotency-Key`` stays unused.
+``error_before_commit``
+    The provider fails before doing anything. Xero: 503 ``text/plain``
+    ``The Xero API is temporarily unavailable``; nothing committed, the key unused.
+``drop_before_commit``
+    The connection closes before the write reaches the ledger; no response, nothing
+    committed, the key unused.
+``paid_elsewhere``
+    Before processing, someone settles the target document(s) outside the connector.
+    Xero: each AUTHORISED invoice/bill the write points at (the body's
+    ``Invoice.InvoiceID``/``InvoiceNumber``; for ``POST /Payments/{id}`` the payment's
+    invoice) is paid in full into account 090 by a payment with reference
+    ``Paid in Xero`` and no ``Idempotency-Key``, as a person in the Xero UI would; then
+    the write is processed against that state (typically "Payments can only be made
+    against Authorised documents").
+``concurrent_edit``
+    Before processing, a person edits the target document. Xero: the invoice's
+    ``Reference`` becomes ``Edited in Xero #n``, which moves its ``UpdatedDateUTC``
+    (amounts and status unchanged); then the write is processed normally.
+``ignore_idempotency``
+    The provider fails to deduplicate: the write is processed as new even if its
+    ``Idempotency-Key`` was seen (no replay, no conflict), and the key's cache entry
+    is left as it was. This is how a duplicate payment happens.
+``drop_after_commit``
+    The write is processed (committed, and its answer cached under its key), then the
+    connection closes without a response.
+``error_500_after_commit``
+    The write is processed, then answered 500 (Xero: ``text/plain``
+    ``An unhandled error with the Xero API``). The 500 is what the key's cache keeps,
+    as Xero caches internal errors, so a retry with the same key gets the 500 again.
+``latency_ms``
+    Not a fault but a delay: every write that gets past the refusals above (processed
+    or replayed) waits this many milliseconds after the commit and before answering;
+    it combines with the other faults.
+
+The probabilistic faults are the names in :data:`FAULT_NAMES`; ``latency_ms`` is a
+number of milliseconds.
 """
 
 from __future__ import annotations

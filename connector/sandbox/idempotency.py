@@ -1,7 +1,8 @@
 """``Idempotency-Key`` handling, modelled on Xero's documented behaviour.
 
 * Keys are scoped per app (client id) and tenant and kept for 6 minutes of the sandbox
-  clock from the first call; afterwards a repeat is processed as new.
+  clock from the first call (``6 min / time_scale``, see
+  :class:`~connector.sandbox.clock.Clock`); afterwards a repeat is processed as new.
 * The first response (any status, errors included) is cached; the same key with the
   same request (method, path, query and body bytes) replays it without processing.
 * The same key with a different request is rejected.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
@@ -64,7 +66,8 @@ class IdempotencyStore:
 
     Args:
         clock: The sandbox clock.
-        retention: How long a key is remembered after its first use.
+        retention: How long a key is remembered after its first use, in provider time
+            (the store keeps it ``retention / clock.time_scale``).
     """
 
     MAX_KEY_LENGTH = 128
@@ -74,13 +77,30 @@ class IdempotencyStore:
         self._clock = clock
         self.retention = retention
         self._lock = threading.Lock()
-        self._entries: dict[Scope, _Entry] = {}
+        # Insertion order is creation order (the clock never goes back), so expired
+        # entries are always at the front and purging is amortised O(1) per call.
+        self._entries: OrderedDict[Scope, _Entry] = OrderedDict()
 
-    def _purge(self, now: datetime) -> None:
-        expired = [k for k, e in self._entries.items() if now - e.created >= self.retention]
-        for key in expired:
-            # A key still in flight stays: its owner will complete or abandon it.
-            if self._entries[key].response is not None:
+    @property
+    def effective_retention(self) -> timedelta:
+        """The retention in sandbox time: ``retention / time_scale``."""
+        return self._clock.scaled(self.retention)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def _purge(self, now: datetime, retention: timedelta) -> None:
+        for _ in range(len(self._entries)):
+            key, entry = next(iter(self._entries.items()))
+            if now - entry.created < retention:
+                return
+            if entry.response is None:
+                # Still in flight: its owner will complete or abandon it. Move it to
+                # the back so the expired entries behind it are purged now (a lookup
+                # checks the age itself, so its place in the order does not matter).
+                self._entries.move_to_end(key)
+            else:
                 del self._entries[key]
 
     async def claim(self, scope: Scope, print_: str) -> tuple[Outcome, CachedResponse | None]:
@@ -92,8 +112,13 @@ class IdempotencyStore:
         while True:
             with self._lock:
                 now = self._clock.now()
-                self._purge(now)
+                retention = self.effective_retention
+                self._purge(now, retention)
                 entry = self._entries.get(scope)
+                expired = entry is not None and now - entry.created >= retention
+                if entry is not None and entry.response is not None and expired:
+                    del self._entries[scope]
+                    entry = None
                 if entry is None:
                     self._entries[scope] = _Entry(print_, now)
                     return Outcome.NEW, None

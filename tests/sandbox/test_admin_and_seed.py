@@ -86,7 +86,7 @@ def test_add_invoice_helper() -> None:
 
 
 def test_write_config(tmp_path: Path) -> None:
-    state = SandboxState(seed=1, tenants=2)
+    state = SandboxState(seed=1, tenants=2, providers=("xero",))
     path = write_config(
         state,
         tmp_path / "sub" / "connector.toml",
@@ -110,6 +110,44 @@ def test_write_config(tmp_path: Path) -> None:
             "tenant_id": tenant,
             "payment_account_code": "090",
         }
+
+
+def test_write_config_appends_extra_connections(tmp_path: Path) -> None:
+    state = SandboxState(seed=1, providers=("xero",))
+    quickbooks = {
+        "id": "qbo-1",
+        "provider": "quickbooks",
+        "base_url": "http://127.0.0.1:9999/quickbooks",
+        "client_secret": 'we"ird\\ \n\ttab \x7f and ünïcode',
+        "realm_id": "4620816365",
+    }
+    netsuite = {"id": "ns-1", "provider": "netsuite", "odd key.with dot": "v"}
+    path = write_config(
+        state,
+        tmp_path / "all.toml",
+        base_url="http://127.0.0.1:9999",
+        extra_connections=[quickbooks, netsuite],
+    )
+    config = tomllib.loads(path.read_text())
+    assert [c["id"] for c in config["connections"]] == [
+        f"xero-{state.xero.tenant_ids[0][:8]}",
+        "qbo-1",
+        "ns-1",
+    ]
+    assert config["connections"][1] == quickbooks
+    assert config["connections"][2] == netsuite
+    text = path.read_text()
+    assert 'realm_id = "4620816365"' in text  # a TOML string, never a number
+    assert '"odd key.with dot" = "v"' in text  # not a dotted key
+    with pytest.raises(ValueError):
+        write_config(state, tmp_path / "x.toml", base_url="http://h", extra_connections=[{}])
+    with pytest.raises(TypeError):
+        write_config(
+            state,
+            tmp_path / "x.toml",
+            base_url="http://h",
+            extra_connections=[{"port": 1}],  # type: ignore[dict-item]
+        )
 
 
 def test_admin_endpoints(xero: XeroClient, state: SandboxState, server: SandboxServer) -> None:
@@ -140,6 +178,9 @@ def test_admin_endpoints(xero: XeroClient, state: SandboxState, server: SandboxS
         xero.tenant_id
     )
     assert len(parse(http.get(f"/_sandbox/xero/{xero.tenant_id}/invoices"))) == 15
+    assert len(parse(http.get(f"/_sandbox/xero/{xero.tenant_id}/contacts"))) == 5
+    assert http.get("/_sandbox/xero/nope/contacts").status_code == 404
+    assert overview["xero_webhooks"] == {"registered": False}
     assert http.post(f"/_sandbox/xero/{xero.tenant_id}/revoke").status_code == 200
     assert xero.get("/Invoices").status_code == 401
 
@@ -196,7 +237,8 @@ def test_serve_writes_config_and_stops_on_sigterm(tmp_path: Path) -> None:
     config = tmp_path / "connector.toml"
     code = (
         "from connector.sandbox import serve; "
-        f"serve(port=0, seed=3, invoices=2, write_config_path={str(config)!r}, faults='latency_ms=1')"
+        f"serve(port=0, seed=3, invoices=2, write_config_path={str(config)!r}, "
+        "faults='latency_ms=1', bills=4, time_scale=60, rate_limits=False, access_log=False)"
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", code],
@@ -216,8 +258,13 @@ def test_serve_writes_config_and_stops_on_sigterm(tmp_path: Path) -> None:
         output = "".join(lines)
         assert "Sandbox listening on http://127.0.0.1:" in output
         assert f"Config written to {config}" in output
-        base_url = tomllib.loads(config.read_text())["connections"][0]["base_url"]
-        assert httpx.get(base_url.removesuffix("/xero") + "/_sandbox/clock").status_code == 200
+        assert "Time scale: 60" in output
+        connection = tomllib.loads(config.read_text())["connections"][0]
+        root = connection["base_url"].removesuffix("/xero")
+        assert httpx.get(root + "/_sandbox/clock").json()["time_scale"] == 60
+        assert httpx.get(root + "/_sandbox").json()["rate_limits"]["enabled"] is False
+        invoices = httpx.get(f"{root}/_sandbox/xero/{connection['tenant_id']}/invoices").json()
+        assert Counter(i["Type"] for i in invoices) == {"ACCREC": 2, "ACCPAY": 4}
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=15)
     finally:
@@ -227,3 +274,20 @@ def test_serve_writes_config_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert proc.returncode == 0, err
     assert "Sandbox stopped." in out
     assert "Traceback" not in err
+
+
+def test_write_config_covers_every_ledger_and_the_config_loads(tmp_path: Path) -> None:
+    from connector.config import load_settings
+
+    state = SandboxState(seed=1, tenants=2)
+    path = write_config(state, tmp_path / "all.toml", base_url="http://127.0.0.1:9999")
+    settings = load_settings(path)
+    providers = [c.provider for c in settings.connections]
+    assert providers == ["xero"] * 2 + ["quickbooks"] * 2 + ["netsuite"] * 2
+    realms = [c.realm_id for c in settings.connections if c.provider == "quickbooks"]
+    assert realms == state.quickbooks.realm_ids
+    for conn in settings.connections:
+        if conn.provider == "netsuite":
+            assert conn.private_key_path and Path(conn.private_key_path).is_file()
+            assert "/netsuite/" in conn.base_url and conn.account_id in conn.base_url
+    state.close()

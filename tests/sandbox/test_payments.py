@@ -319,3 +319,50 @@ def test_reconciled_payment_cannot_be_deleted(xero: XeroClient) -> None:
     assert _messages(parse(refused)["Elements"][0]) == [
         "This payment has been reconciled and cannot be deleted"
     ]
+
+
+def test_mistyped_values_fail_the_whole_request_like_xeros_deserializer(
+    xero: XeroClient, state: SandboxState
+) -> None:
+    invoice = xero.payable_invoice()
+    good = xero.payment_body(invoice["InvoiceID"], "1.00")
+    for bad, path in (
+        ({**good, "Amount": "abc"}, "Payments[1].Amount"),
+        ({**good, "Date": "someday"}, "Payments[1].Date"),
+        ({**good, "Invoice": "INV-0001"}, "Payments[1].Invoice"),
+        ({**good, "IsReconciled": "maybe"}, "Payments[1].IsReconciled"),
+        ({**good, "Reference": {"a": 1}}, "Payments[1].Reference"),
+        ("not an object", "Payments[1]"),
+    ):
+        response = xero.send(
+            "PUT", "/Payments", {"Payments": [good, bad]}, params={"summarizeErrors": "false"}
+        )
+        assert response.status_code == 400, bad
+        error = response.json()
+        assert (error["ErrorNumber"], error["Type"]) == (14, "PostDataInvalidException")
+        assert error["Message"].startswith("JSON for post data was invalid")
+        assert f"Path '{path}'" in error["Message"]
+    assert state.xero.payments(xero.tenant_id, invoice["InvoiceID"]) == []  # nothing applied
+
+
+def test_failed_items_echo_typed_values(xero: XeroClient, state: SandboxState) -> None:
+    draft = next(i for i in state.xero.invoices(xero.tenant_id) if i["Status"] == "DRAFT")
+    item = {
+        "Invoice": {"InvoiceID": draft["InvoiceID"]},
+        "Account": {"Code": "090"},
+        "Date": "2024-05-01",
+        "Amount": "2.50",  # Json.NET reads numeric strings
+        "IsReconciled": "false",
+        "Reference": "typed",
+    }
+    response = xero.send(
+        "PUT", "/Payments", {"Payments": [item]}, params={"summarizeErrors": "false"}
+    )
+    (echo,) = parse(response)["Payments"]
+    assert echo["StatusAttributeString"] == "ERROR"
+    assert (echo["Amount"], echo["Date"], echo["IsReconciled"]) == (
+        Decimal("2.50"),
+        "/Date(1714521600000+0000)/",
+        False,
+    )
+    assert echo["Reference"] == "typed" and echo["Invoice"]["InvoiceID"] == draft["InvoiceID"]

@@ -9,7 +9,14 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from xero_python.accounting import Account, AccountingApi, Invoice, Payment, Payments
+from xero_python.accounting import (
+    Account,
+    AccountingApi,
+    CurrencyCode,
+    Invoice,
+    Payment,
+    Payments,
+)
 from xero_python.api_client import ApiClient, Configuration
 from xero_python.api_client.oauth2 import OAuth2Token, TokenApi
 from xero_python.exceptions import NotFoundException, RateLimitException
@@ -129,6 +136,43 @@ def test_sdk_refreshes_lists_and_pays(
     assert [str(p.payment_id) for p in found] == [str(payment.payment_id)]
     with pytest.raises(NotFoundException):
         api.get_invoice(tenant, "00000000-0000-0000-0000-000000000000")
+
+
+def test_sdk_pays_a_bill_and_reads_contacts(
+    sdk: tuple[AccountingApi, dict[str, Any]], state: SandboxState
+) -> None:
+    api, _ = sdk
+    tenant = state.xero.tenant_ids[0]
+    bills = api.get_invoices(tenant, where='Type=="ACCPAY"', page=1).invoices
+    assert {b.type for b in bills} == {"ACCPAY"}
+    assert len(bills) == len(state.xero.bills(tenant))
+    bill = next(
+        b for b in bills if b.status == "AUTHORISED" and b.currency_code == CurrencyCode.EUR
+    )
+    assert 0 < bill.amount_paid < bill.total  # the seed's partly paid EUR bill
+    created = api.create_payment(
+        tenant,
+        Payment(
+            invoice=Invoice(invoice_id=bill.invoice_id),
+            account=Account(code="090"),
+            amount=bill.amount_due,
+            date=date(2024, 5, 3),
+            reference="sdk-bill",
+        ),
+        idempotency_key="sdk-bill-1",
+    )
+    payment = created.payments[0]
+    assert payment.payment_type == "ACCPAYPAYMENT"
+    assert payment.invoice.status == "PAID" and payment.invoice.amount_due == 0
+    assert payment.bank_amount == (bill.amount_due / Decimal("0.92")).quantize(Decimal("0.01"))
+    stored = state.xero.payments(tenant, str(bill.invoice_id))
+    assert [p["Reference"] for p in stored][-1] == "sdk-bill"
+    assert state.xero.invoice(tenant, str(bill.invoice_id))["Status"] == "PAID"
+    suppliers = api.get_contacts(tenant, where="IsSupplier==true").contacts
+    assert {str(c.contact_id) for c in suppliers} >= {str(bill.contact.contact_id)}
+    assert all(c.is_supplier for c in suppliers)
+    paged = api.get_contacts(tenant, page=1, page_size=2)
+    assert len(paged.contacts) == 2 and paged.pagination.item_count == 5
 
 
 def test_sdk_sees_rate_limits(make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch) -> None:

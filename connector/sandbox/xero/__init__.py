@@ -1,6 +1,7 @@
-"""Xero Accounting API emulation (identity, connections, Invoices, Payments, Accounts,
-Contacts)."""
+"""Xero Accounting API emulation (identity, connections, Invoices and bills, Payments,
+Accounts, Contacts) and Xero webhooks."""
 
 from connector.sandbox.xero.ledger import PaymentBatch, XeroLedger
+from connector.sandbox.xero.webhooks import XeroWebhooks
 
-__all__ = ["PaymentBatch", "XeroLedger"]
+__all__ = ["PaymentBatch", "XeroLedger", "XeroWebhooks"]

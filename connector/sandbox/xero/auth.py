@@ -9,6 +9,10 @@ Rules (fact sheet §7):
   token a client might still hold stays valid for 30 minutes after it lost out.
 * An unused refresh token expires 60 days after it was issued.
 * Revoking a grant kills its refresh and access tokens.
+
+All three lifetimes are divided by the clock's ``time_scale``
+(:class:`~connector.sandbox.clock.Clock`), and ``expires_in`` reports the scaled access
+token lifetime, so a client that refreshes on ``expires_in`` keeps working.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ class XeroAuth:
         runtime_rng: Generator for tokens issued while serving.
     """
 
+    #: Nominal lifetimes (Xero's); the effective ones are divided by the time scale.
     ACCESS_TTL = timedelta(minutes=30)
     GRACE = timedelta(minutes=30)
     REFRESH_TTL = timedelta(days=60)
@@ -108,9 +113,12 @@ class XeroAuth:
             grant = self.grants[record.grant_id]
             if grant.revoked:
                 raise TokenError(400, "invalid_grant")
-            if record.superseded is not None and now - record.superseded > self.GRACE:
+            grace = self._clock.scaled(self.GRACE)
+            if record.superseded is not None and now - record.superseded > grace:
                 raise TokenError(400, "invalid_grant")
-            if record.superseded is None and now - record.issued > self.REFRESH_TTL:
+            if record.superseded is None and now - record.issued > self._clock.scaled(
+                self.REFRESH_TTL
+            ):
                 raise TokenError(400, "invalid_grant")
             newest = self._refresh[grant.current_refresh]
             if newest.superseded is None:
@@ -118,16 +126,17 @@ class XeroAuth:
             if record.superseded is None:
                 record.superseded = now
             self._issue_refresh(grant, _token(self._rng, 32, hexa=True))
+            ttl = self._clock.scaled(self.ACCESS_TTL)
             access = AccessToken(
                 token=_token(self._rng, 48),
                 grant_id=grant.grant_id,
                 client_id=self.client_id,
-                expires=now + self.ACCESS_TTL,
+                expires=now + ttl,
             )
             self._access[access.token] = access
             return {
                 "access_token": access.token,
-                "expires_in": int(self.ACCESS_TTL.total_seconds()),
+                "expires_in": max(int(ttl.total_seconds()), 1),
                 "token_type": "Bearer",
                 "refresh_token": grant.current_refresh,
                 "scope": grant.scope,

@@ -1,12 +1,25 @@
-"""The Xero ledger: organisations, their accounts, contacts, invoices and payments.
+"""The Xero ledger: organisations, their accounts, contacts, invoices, bills and payments.
 
 It is both the state behind the HTTP emulator (:mod:`connector.sandbox.xero.routes`) and
 the test-facing API (``state.xero``): tests read the ledger directly and change it "as a
-person in Xero would" (pay an invoice, void it) without going through HTTP.
+person in Xero would" (pay an invoice, void it, rename a contact) without going through
+HTTP.
 
 All reads and writes happen under one re-entrant lock shared with the server thread.
 Returned dicts are rendered in Xero's JSON shape (Decimals inside, dates as
 ``/Date(ms+0000)/`` strings), so they compare directly with API responses.
+
+Every change to an invoice, bill or contact is also published to the webhook
+(:attr:`XeroLedger.webhooks`): CREATE when it appears, UPDATE when it changes, and an
+invoice UPDATE for each payment created or deleted on it.
+
+Seed (per tenant, all from the seed): the chart of accounts below, five contacts (three
+customers, two suppliers), ``invoices`` sales invoices ``INV-0001``… cycling through
+:data:`_INVOICE_PATTERN` (unpaid, partly paid, paid, EUR, draft, submitted, voided) and
+``bills`` bills ``SUP-1001``… cycling through :data:`_BILL_PATTERN` (unpaid, partly
+paid EUR, paid, draft, …). Contacts' ``IsCustomer``/``IsSupplier`` start from the seed
+and turn on when the contact gets its first sales invoice / bill (sandbox choice; Xero
+derives them from the contact's transactions).
 """
 
 from __future__ import annotations
@@ -21,7 +34,14 @@ from decimal import Decimal
 from typing import Any
 
 from connector.sandbox.clock import Clock
-from connector.sandbox.wire import money, parse_date_value, to_decimal, truncate_ms
+from connector.sandbox.wire import (
+    dumps,
+    money,
+    ms_date,
+    parse_date_value,
+    to_decimal,
+    truncate_ms,
+)
 from connector.sandbox.xero.auth import XeroAuth
 from connector.sandbox.xero.models import (
     XAccount,
@@ -38,8 +58,9 @@ from connector.sandbox.xero.render import (
     render_invoice,
     render_payment,
 )
+from connector.sandbox.xero.webhooks import XeroWebhooks
 
-__all__ = ["PaymentBatch", "XeroLedger"]
+__all__ = ["PaymentBatch", "XeroLedger", "payment_body_errors"]
 
 ZERO = Decimal("0.00")
 TAX_RATE = Decimal("0.10")
@@ -67,6 +88,10 @@ MSG_AMOUNT_POSITIVE = "Payment Amount must be greater than zero"
 MSG_RATE_INVALID = "Currency rate must be greater than zero"
 MSG_ALREADY_DELETED = "This payment has already been deleted"
 MSG_RECONCILED = "This payment has been reconciled and cannot be deleted"
+#: Reference of the payment the ``paid_elsewhere`` fault makes "in the Xero UI".
+PAID_ELSEWHERE_REFERENCE = "Paid in Xero"
+#: Reference prefix the ``concurrent_edit`` fault writes on the invoice it "edits".
+CONCURRENT_EDIT_REFERENCE = "Edited in Xero"
 
 _ACCOUNTS: tuple[tuple[str, str, str, str, str, bool, str | None, str | None, str | None], ...] = (
     # code, name, type, class, tax type, payments enabled, bank number, system account, desc
@@ -145,7 +170,20 @@ _INVOICE_PATTERN: tuple[tuple[str, str, str | None], ...] = (
     ("AUTHORISED", "EUR", None),
     ("AUTHORISED", "USD", None),
 )
-_BILL_STATUSES = ("AUTHORISED", "AUTHORISED", "DRAFT")
+# (status, currency, seeded payment) for SUP-1001, SUP-1002, …; repeats beyond 10. The
+# default three bills are unpaid, partly paid in EUR and paid.
+_BILL_PATTERN: tuple[tuple[str, str, str | None], ...] = (
+    ("AUTHORISED", "USD", None),
+    ("AUTHORISED", "EUR", "partial"),
+    ("PAID", "USD", "full"),
+    ("DRAFT", "USD", None),
+    ("AUTHORISED", "USD", "partial"),
+    ("AUTHORISED", "EUR", None),
+    ("SUBMITTED", "USD", None),
+    ("VOIDED", "USD", None),
+    ("PAID", "EUR", "full"),
+    ("AUTHORISED", "USD", None),
+)
 _DESCRIPTIONS = (
     "Consulting services",
     "Annual support plan",
@@ -203,15 +241,76 @@ def _as_bool(value: Any) -> bool:
     return bool(value)
 
 
+_OBJECT_FIELDS = {
+    name.lower(): name for name in ("Invoice", "Account", "CreditNote", "Prepayment", "Overpayment")
+}
+_DECIMAL_FIELDS = frozenset({"amount", "currencyrate", "bankamount"})
+_BOOL_FIELDS = frozenset({"isreconciled", "hasaccount", "hasvalidationerrors"})
+_TEXT_FIELDS = frozenset({"reference", "status", "particulars", "details", "code"})
+
+
+def payment_body_errors(items: list[Any], collection: str = "Payments") -> str | None:
+    """What Xero's JSON deserializer refuses in a Payments body, or None.
+
+    Xero reads the body into typed .NET objects before validating anything, so a value
+    of the wrong JSON type (``"Amount": "abc"``, ``"Invoice": "INV-1"``, an item that is
+    not an object) fails the whole request with a 400 ``PostDataInvalidException``
+    instead of a per-item validation error. Json.NET converts numeric and boolean
+    strings (``"12.50"``, ``"true"``), so those pass. The wording follows Json.NET's.
+
+    Args:
+        items: The payment objects of the body.
+        collection: The body's collection key, for the error's path.
+
+    Returns:
+        The error detail for the first offending value, or None.
+    """
+    for index, item in enumerate(items):
+        path = f"{collection}[{index}]"
+        if not isinstance(item, dict):
+            return f"Error converting value {dumps(item)} to type 'Payment'. Path '{path}'."
+        for name, value in item.items():
+            key = str(name).lower()
+            where = f"Path '{path}.{name}'."
+            if value is None or value == "":
+                continue  # Json.NET reads "" into a nullable value as null
+            if key in _OBJECT_FIELDS and not isinstance(value, dict):
+                shown = dumps(value)
+                return f"Error converting value {shown} to type '{_OBJECT_FIELDS[key]}'. {where}"
+            if key in _DECIMAL_FIELDS:
+                try:
+                    to_decimal(value)
+                except ValueError:
+                    return f"Could not convert string to decimal: {value}. {where}"
+            elif key == "date":
+                try:
+                    parse_date_value(value)
+                except ValueError:
+                    return f"Could not convert string to DateTime: {value}. {where}"
+            elif key in _BOOL_FIELDS and not (
+                isinstance(value, bool)
+                or (isinstance(value, str) and value.strip().lower() in {"true", "false"})
+            ):
+                return f"Could not convert string to boolean: {value}. {where}"
+            elif key in _TEXT_FIELDS and isinstance(value, dict | list):
+                return f"Unexpected character encountered while parsing value. {where}"
+    return None
+
+
 class XeroLedger:
     """All Xero organisations of one sandbox, seeded deterministically.
 
     Args:
         seed: Seed of every generated id, token, name and amount.
         tenants: Number of organisations; each gets its own OAuth grant.
-        invoices: Number of sales invoices per organisation (plus three bills).
+        invoices: Number of sales invoices per organisation.
+        bills: Number of bills (ACCPAY invoices) per organisation.
         clock: The sandbox clock.
         lock: The lock guarding the ledger (a new one if omitted).
+
+    Attributes:
+        auth: The identity emulation (tokens, grants).
+        webhooks: The webhook receiver registration and event delivery.
     """
 
     def __init__(
@@ -220,6 +319,7 @@ class XeroLedger:
         seed: int = 1,
         tenants: int = 1,
         invoices: int = 12,
+        bills: int = 3,
         clock: Clock | None = None,
         lock: threading.RLock | None = None,
     ) -> None:
@@ -227,15 +327,19 @@ class XeroLedger:
             raise ValueError("at least one tenant is needed")
         if invoices < 0:
             raise ValueError("invoices must not be negative")
+        if bills < 0:
+            raise ValueError("bills must not be negative")
         self.lock = lock if lock is not None else threading.RLock()
         self.clock = clock if clock is not None else Clock()
         rng = random.Random(f"xero:{seed}")
         self._runtime_rng = random.Random(f"xero-runtime:{seed}")
         self.auth = XeroAuth(self.clock, self.lock, rng, random.Random(f"xero-tokens:{seed}"))
+        self.webhooks = XeroWebhooks(seed=seed)
         self._tenants: dict[str, XTenant] = {}
+        self._edits = 0
         with self.lock:
             for index in range(tenants):
-                self._seed_tenant(rng, index, invoices)
+                self._seed_tenant(rng, index, invoices, bills)
 
     # ------------------------------------------------------------------ identity
 
@@ -332,9 +436,32 @@ class XeroLedger:
             return [render_account(a) for a in self.tenant(tenant_id).accounts.values()]
 
     def contacts(self, tenant_id: str) -> list[dict[str, Any]]:
-        """All contacts."""
+        """All contacts (archived ones included), in creation order."""
         with self.lock:
             return [render_contact(c) for c in self.tenant(tenant_id).contacts.values()]
+
+    def contact(self, tenant_id: str, contact_id: str) -> dict[str, Any]:
+        """One contact.
+
+        Raises:
+            KeyError: Unknown tenant or contact.
+        """
+        with self.lock:
+            tenant = self.tenant(tenant_id)
+            found = tenant.contacts.get(contact_id) or tenant.contacts.get(contact_id.lower())
+            if found is None:
+                raise KeyError(contact_id)
+            return render_contact(found)
+
+    def bills(self, tenant_id: str) -> list[dict[str, Any]]:
+        """The bills (ACCPAY invoices) of the tenant, in creation order."""
+        with self.lock:
+            tenant = self.tenant(tenant_id)
+            return [
+                render_invoice(tenant, inv)
+                for inv in tenant.invoices.values()
+                if inv.type == "ACCPAY"
+            ]
 
     # ------------------------------------------------------------------ test-side writes
 
@@ -388,6 +515,8 @@ class XeroLedger:
                     for c in tenant.contacts.values()
                     if (c.is_supplier if type == "ACCPAY" else c.is_customer)
                 )
+            elif contact_id.lower() in tenant.contacts:
+                contact_id = contact_id.lower()
             elif contact_id not in tenant.contacts:
                 raise ValueError(f"unknown contact {contact_id}")
             inv = XInvoice(
@@ -414,11 +543,105 @@ class XeroLedger:
                 ],
                 updated=self._stamp(tenant),
                 reference=reference,
+                sent_to_contact=status not in {"DRAFT", "SUBMITTED"},
             )
             tenant.invoices[inv.invoice_id] = inv
+            tenant.index_number(inv)
+            self._emit(tenant, "INVOICE", "CREATE", inv.invoice_id, inv.updated)
+            self._take_role(tenant, inv)
             if amount_paid > 0:
                 self._commit(tenant, self._plan_for(tenant, inv, amount_paid, None, today))
             return render_invoice(tenant, inv)
+
+    def add_contact(
+        self,
+        tenant_id: str,
+        name: str,
+        *,
+        first_name: str = "",
+        last_name: str = "",
+        email: str = "",
+        is_customer: bool = False,
+        is_supplier: bool = False,
+        status: str = "ACTIVE",
+        contact_number: str | None = None,
+    ) -> dict[str, Any]:
+        """Create a contact as a person in Xero would.
+
+        Raises:
+            ValueError: On an empty name, a name another contact has (Xero: contact
+                names are unique), or an unknown status.
+        """
+        status = status.upper()
+        if status not in {"ACTIVE", "ARCHIVED"}:
+            raise ValueError(f"unknown contact status {status!r}")
+        if not name.strip():
+            raise ValueError("a contact needs a name")
+        with self.lock:
+            tenant = self.tenant(tenant_id)
+            self._check_unique_name(tenant, name, None)
+            contact = XContact(
+                contact_id=_new_uuid(self._runtime_rng),
+                name=name,
+                first_name=first_name,
+                last_name=last_name,
+                email=email,
+                updated=self._stamp(tenant),
+                is_customer=is_customer,
+                is_supplier=is_supplier,
+                status=status,
+                contact_number=contact_number
+                if contact_number is not None
+                else f"C{len(tenant.contacts) + 1:03d}",
+            )
+            tenant.contacts[contact.contact_id] = contact
+            self._emit(tenant, "CONTACT", "CREATE", contact.contact_id, contact.updated)
+            return render_contact(contact)
+
+    def edit_contact(self, tenant_id: str, contact_id: str, **fields: Any) -> dict[str, Any]:
+        """Edit a contact as a person in Xero would; bumps ``UpdatedDateUTC``.
+
+        Keyword names are Xero field names: ``Name``, ``FirstName``, ``LastName``,
+        ``EmailAddress``, ``ContactNumber``, ``ContactStatus`` (``ACTIVE``/``ARCHIVED``).
+
+        Raises:
+            KeyError: Unknown tenant or contact.
+            ValueError: Unknown field or bad value.
+        """
+        with self.lock:
+            tenant = self.tenant(tenant_id)
+            contact = tenant.contacts.get(contact_id) or tenant.contacts.get(contact_id.lower())
+            if contact is None:
+                raise KeyError(contact_id)
+            known = {"name", "firstname", "lastname", "emailaddress", "contactnumber"}
+            for name, value in fields.items():
+                key = name.lower()
+                if key not in known | {"contactstatus"}:
+                    raise ValueError(f"edit_contact does not support field {name!r}")
+                if key == "contactstatus" and str(value).upper() not in {"ACTIVE", "ARCHIVED"}:
+                    raise ValueError(f"cannot set ContactStatus to {value!r}")
+                if key == "name":
+                    if not str(value).strip():
+                        raise ValueError("a contact needs a name")
+                    self._check_unique_name(tenant, str(value), contact.contact_id)
+            # Validated first, so a bad edit changes nothing.
+            for name, value in fields.items():
+                key = name.lower()
+                if key == "name":
+                    contact.name = str(value)
+                elif key == "firstname":
+                    contact.first_name = str(value)
+                elif key == "lastname":
+                    contact.last_name = str(value)
+                elif key == "emailaddress":
+                    contact.email = str(value)
+                elif key == "contactnumber":
+                    contact.contact_number = str(value)
+                else:
+                    contact.status = str(value).upper()
+            contact.updated = self._stamp(tenant)
+            self._emit(tenant, "CONTACT", "UPDATE", contact.contact_id, contact.updated)
+            return render_contact(contact)
 
     def apply_payment(
         self,
@@ -482,7 +705,8 @@ class XeroLedger:
                 elif key == "reference":
                     inv.reference = str(value)
                 elif key == "invoicenumber":
-                    inv.number = str(value)
+                    old_number, inv.number = inv.number, str(value)
+                    tenant.index_number(inv, old_number)
                 elif key in {"date", "duedate"}:
                     parsed = value if isinstance(value, date) else parse_date_value(value)
                     if key == "date":
@@ -494,9 +718,9 @@ class XeroLedger:
                 elif key == "senttocontact":
                     inv.sent_to_contact = bool(value)
                 elif key == "contactid":
-                    if value not in tenant.contacts:
+                    if str(value).lower() not in tenant.contacts:
                         raise ValueError(f"unknown contact {value}")
-                    inv.contact_id = str(value)
+                    inv.contact_id = str(value).lower()
                 elif key == "total":
                     total = money(to_decimal(value), currency_places(inv.currency_code))
                     if total < inv.amount_paid:
@@ -523,7 +747,87 @@ class XeroLedger:
                 else:
                     raise ValueError(f"edit_invoice does not support field {name!r}")
             inv.updated = self._stamp(tenant)
+            self._emit(tenant, "INVOICE", "UPDATE", inv.invoice_id, inv.updated)
             return render_invoice(tenant, inv)
+
+    # ------------------------------------------------------------------ third-party changes
+
+    def invoice_ids_for_payments(self, tenant_id: str, items: list[Any]) -> list[str]:
+        """The invoices a ``PUT``/``POST /Payments`` body points at (unknown ones skipped).
+
+        Used by the faults that act on "the target invoice(s)" of a write.
+        """
+        with self.lock:
+            tenant = self.tenant(tenant_id)
+            found: list[str] = []
+            for item in items:
+                ref = _field(item, "Invoice") if isinstance(item, dict) else None
+                if not isinstance(ref, dict):
+                    continue
+                key = _field(ref, "InvoiceID") or _field(ref, "InvoiceNumber")
+                if not isinstance(key, str) or not key:
+                    continue
+                try:
+                    invoice_id = self._find_invoice(tenant, key).invoice_id
+                except KeyError:
+                    continue
+                if invoice_id not in found:
+                    found.append(invoice_id)
+            return found
+
+    def invoice_id_of_payment(self, tenant_id: str, payment_id: str) -> str | None:
+        """The invoice a payment is on, or None for an unknown payment."""
+        with self.lock:
+            try:
+                return self._find_payment(self.tenant(tenant_id), payment_id).invoice_id
+            except KeyError:
+                return None
+
+    def pay_elsewhere(
+        self, tenant_id: str, invoice_ids: list[str], reference: str = PAID_ELSEWHERE_REFERENCE
+    ) -> list[dict[str, Any]]:
+        """Pay each invoice's whole ``AmountDue`` as someone in the Xero UI would.
+
+        The payments go into account 090, dated today, with no ``Idempotency-Key``.
+        Invoices that are not AUTHORISED or owe nothing are left alone.
+
+        Returns:
+            The payments made.
+        """
+        with self.lock:
+            tenant = self.tenant(tenant_id)
+            made = []
+            for invoice_id in invoice_ids:
+                inv = self._find_invoice(tenant, invoice_id)
+                if inv.status != PAYABLE_STATUS or inv.amount_due <= 0:
+                    continue
+                plan = self._plan_for(
+                    tenant, inv, inv.amount_due, reference, self.clock.now().date()
+                )
+                made.append(render_payment(tenant, self._commit(tenant, plan)))
+            return made
+
+    def touch_invoices(self, tenant_id: str, invoice_ids: list[str]) -> list[dict[str, Any]]:
+        """Edit each invoice's ``Reference`` as a person in Xero would.
+
+        Bumps ``UpdatedDateUTC`` (what a connector's optimistic-concurrency check sees)
+        without changing any amount or status.
+
+        Returns:
+            The edited invoices.
+        """
+        edited = []
+        with self.lock:
+            for invoice_id in invoice_ids:
+                self._edits += 1
+                edited.append(
+                    self.edit_invoice(
+                        tenant_id,
+                        invoice_id,
+                        Reference=f"{CONCURRENT_EDIT_REFERENCE} #{self._edits}",
+                    )
+                )
+        return edited
 
     # ------------------------------------------------------------------ API operations
 
@@ -599,7 +903,17 @@ class XeroLedger:
             if inv.status == "PAID" and inv.amount_due > 0:
                 inv.status = "AUTHORISED"
             inv.updated = stamp
+            self._emit(tenant, "INVOICE", "UPDATE", inv.invoice_id, stamp)
             return True, render_payment(tenant, payment)
+
+    def find_invoice(self, tenant: XTenant, key: str) -> XInvoice:
+        """The internal record of an invoice by id (any case) or number (for the routes).
+
+        Raises:
+            KeyError: Unknown invoice.
+        """
+        with self.lock:
+            return self._find_invoice(tenant, key)
 
     def find_payment(self, tenant_id: str, payment_id: str) -> dict[str, Any]:
         """One payment, rendered.
@@ -618,11 +932,37 @@ class XeroLedger:
         if found is not None:
             return found
         # InvoiceNumber is only unique for ACCREC, so prefer a sales invoice.
-        matches = [inv for inv in tenant.invoices.values() if inv.number == key]
+        matches = [tenant.invoices[i] for i in tenant.numbers.get(key, ())]
         matches.sort(key=lambda inv: inv.type != "ACCREC")
         if not matches:
             raise KeyError(key)
         return matches[0]
+
+    def _check_unique_name(self, tenant: XTenant, name: str, own_id: str | None) -> None:
+        wanted = name.strip().casefold()
+        for other in tenant.contacts.values():
+            if other.contact_id != own_id and other.name.strip().casefold() == wanted:
+                raise ValueError(f"The contact name {name} is already assigned to another contact.")
+
+    def _emit(
+        self, tenant: XTenant, category: str, event_type: str, resource_id: str, when: datetime
+    ) -> None:
+        self.webhooks.publish(
+            tenant_id=tenant.tenant_id,
+            category=category,
+            event_type=event_type,
+            resource_id=resource_id,
+            when=when,
+        )
+
+    def _take_role(self, tenant: XTenant, inv: XInvoice) -> None:
+        """A contact becomes a customer with its first sales invoice, a supplier with its first bill."""
+        contact = tenant.contacts[inv.contact_id]
+        attribute = "is_supplier" if inv.type == "ACCPAY" else "is_customer"
+        if not getattr(contact, attribute):
+            setattr(contact, attribute, True)
+            contact.updated = self._stamp(tenant)
+            self._emit(tenant, "CONTACT", "UPDATE", contact.contact_id, contact.updated)
 
     def _find_payment(self, tenant: XTenant, payment_id: str) -> XPayment:
         found = tenant.payments.get(payment_id) or tenant.payments.get(payment_id.lower())
@@ -641,11 +981,16 @@ class XeroLedger:
         return None
 
     def _stamp(self, tenant: XTenant) -> datetime:
-        """The next ``UpdatedDateUTC`` of the tenant: now, but strictly after the last one."""
+        """The next ``UpdatedDateUTC`` of the tenant: now, but strictly after the last one.
+
+        Every change takes a stamp, so this is also where the tenant's data version
+        (which invalidates the read caches) moves.
+        """
         now = truncate_ms(self.clock.now())
         if tenant.last_stamp is not None and now <= tenant.last_stamp:
             now = tenant.last_stamp + timedelta(milliseconds=1)
         tenant.last_stamp = now
+        tenant.version += 1
         return now
 
     def _rate_for(self, tenant: XTenant, currency: str, rate: Decimal | None) -> Decimal:
@@ -657,12 +1002,7 @@ class XeroLedger:
 
     def _next_number(self, tenant: XTenant, type_: str) -> str:
         prefix = "INV-" if type_ == "ACCREC" else "BILL-"
-        used = [
-            int(inv.number[len(prefix) :])
-            for inv in tenant.invoices.values()
-            if inv.number.startswith(prefix) and inv.number[len(prefix) :].isdigit()
-        ]
-        return f"{prefix}{max(used, default=0) + 1:04d}"
+        return f"{prefix}{tenant.number_max.get(prefix, 0) + 1:04d}"
 
     def _plan_for(
         self, tenant: XTenant, inv: XInvoice, amount: Decimal, reference: str | None, when: date
@@ -775,8 +1115,28 @@ class XeroLedger:
         account: XAccount | None,
         with_status: bool,
     ) -> dict[str, Any]:
-        """A failed item: the input, with the resolved invoice/account, plus the errors."""
-        element: dict[str, Any] = dict(item) if isinstance(item, dict) else {}
+        """A failed item: the input, with the resolved invoice/account, plus the errors.
+
+        The input is echoed as Xero's serializer would write it back (amounts as
+        numbers, the date as ``/Date()/``, flags as booleans); values it could not have
+        read are left out.
+        """
+        element: dict[str, Any] = {}
+        for name, value in item.items() if isinstance(item, dict) else ():
+            key = str(name).lower()
+            try:
+                if key in _DECIMAL_FIELDS:
+                    value = to_decimal(value)
+                elif key == "date":
+                    value = ms_date(parse_date_value(value))
+                elif key in _BOOL_FIELDS:
+                    value = _as_bool(value) if isinstance(value, bool | str) else None
+                elif key in _OBJECT_FIELDS and not isinstance(value, dict):
+                    value = None
+            except ValueError:
+                value = None
+            if value is not None:
+                element[name] = value
         if invoice is not None:
             element["Invoice"] = render_invoice(tenant, invoice, line_items=False, payments=False)
         if account is not None:
@@ -823,11 +1183,12 @@ class XeroLedger:
             inv.status = "PAID"
         # The spec example shows the invoice's UpdatedDateUTC equal to the payment's.
         inv.updated = stamp
+        self._emit(tenant, "INVOICE", "UPDATE", inv.invoice_id, stamp)
         return payment
 
     # ------------------------------------------------------------------ seeding
 
-    def _seed_tenant(self, rng: random.Random, index: int, n_invoices: int) -> None:
+    def _seed_tenant(self, rng: random.Random, index: int, n_invoices: int, n_bills: int) -> None:
         now = truncate_ms(self.clock.now())
         tenant = XTenant(
             tenant_id=_new_uuid(rng),
@@ -883,8 +1244,8 @@ class XeroLedger:
             for i in range(n_invoices)
         ]
         specs += [
-            ("ACCPAY", status, "USD", None, f"SUP-{1001 + i}")
-            for i, status in enumerate(_BILL_STATUSES)
+            ("ACCPAY", *_BILL_PATTERN[i % len(_BILL_PATTERN)], f"SUP-{1001 + i}")
+            for i in range(n_bills)
         ]
         # Spread the last changes over the past ten days, in an order unrelated to the
         # numbering, so ordering by UpdatedDateUTC is visibly not ordering by number.
@@ -933,6 +1294,7 @@ class XeroLedger:
                 sent_to_contact=status not in {"DRAFT", "SUBMITTED"},
             )
             tenant.invoices[inv.invoice_id] = inv
+            tenant.index_number(inv)
             if paid is not None:
                 amount = inv.total if paid == "full" else money(inv.total * Decimal("0.4"))
                 pay_date = min(inv_date + timedelta(days=rng.randint(1, 3)), stamp.date())

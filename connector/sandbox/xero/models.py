@@ -152,6 +152,30 @@ class XTenant:
     invoices: dict[str, XInvoice] = field(default_factory=dict)
     payments: dict[str, XPayment] = field(default_factory=dict)
     last_stamp: dt.datetime | None = None
+    #: Bumped on every change to the tenant's data (read caches compare it).
+    version: int = 0
+    #: InvoiceNumber → ids of the invoices carrying it, in creation order.
+    numbers: dict[str, list[str]] = field(default_factory=dict)
+    #: Highest number used per automatic prefix (``INV-``, ``BILL-``).
+    number_max: dict[str, int] = field(default_factory=dict)
+    #: Rendered JSON of invoices for the HTTP responses (see ``render.invoice_json``).
+    json_cache: dict[tuple[str, bool, bool], tuple[tuple[object, ...], str]] = field(
+        default_factory=dict, repr=False
+    )
+
+    def index_number(self, invoice: XInvoice, old_number: str | None = None) -> None:
+        """Record ``invoice`` under its number (and forget ``old_number`` for it)."""
+        if old_number is not None:
+            ids = self.numbers.get(old_number, [])
+            if invoice.invoice_id in ids:
+                ids.remove(invoice.invoice_id)
+            if not ids:
+                self.numbers.pop(old_number, None)
+        self.numbers.setdefault(invoice.number, []).append(invoice.invoice_id)
+        for prefix in ("INV-", "BILL-"):
+            suffix = invoice.number[len(prefix) :]
+            if invoice.number.startswith(prefix) and suffix.isdigit():
+                self.number_max[prefix] = max(self.number_max.get(prefix, 0), int(suffix))
 
 
 @dataclass

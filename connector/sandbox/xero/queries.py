@@ -1,9 +1,16 @@
-"""List queries for the Xero collections: filters, ordering, paging, If-Modified-Since."""
+"""List queries for the Xero collections: filters, ordering, paging, If-Modified-Since.
+
+A client paging through a collection asks the same query once per page; the filtered,
+ordered selection is kept in a :class:`QueryCache` keyed by the query and the tenant's
+data version, so each page costs a slice instead of a scan and a sort of everything.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -14,6 +21,7 @@ from connector.sandbox.xero.models import XAccount, XContact, XInvoice, XPayment
 __all__ = [
     "ListQuery",
     "Page",
+    "QueryCache",
     "account_table",
     "contact_table",
     "invoice_table",
@@ -62,8 +70,53 @@ class Page:
     pagination: dict[str, int] | None
 
 
+class QueryCache:
+    """The most recent list selections, each valid for one data version (LRU).
+
+    Args:
+        size: How many selections to keep (one per query a client is paging through).
+    """
+
+    def __init__(self, size: int = 32) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[Hashable, tuple[int, list[Any]]] = OrderedDict()
+
+    def get(self, key: Hashable, version: int) -> list[Any] | None:
+        """The selection stored for ``key`` if it was made at ``version``."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry[0] != version:
+                return None
+            self._entries.move_to_end(key)
+            return entry[1]
+
+    def put(self, key: Hashable, version: int, items: list[Any]) -> None:
+        """Store a selection made at ``version``."""
+        with self._lock:
+            self._entries[key] = (version, items)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget everything."""
+        with self._lock:
+            self._entries.clear()
+
+
 def _second(moment: datetime) -> datetime:
     return moment.replace(microsecond=0)
+
+
+def _is_default_order(order: str | None) -> bool:
+    """``UpdatedDateUTC`` ascending is the default order (with the id as tie-breaker)."""
+    if not order or not order.strip():
+        return True
+    words = order.split()
+    return words[0].lower() == "updateddateutc" and (
+        len(words) == 1 or (len(words) == 2 and words[1].upper() == "ASC")
+    )
 
 
 def run_query(
@@ -74,24 +127,68 @@ def run_query(
     id_of: Callable[[T], str],
     updated_of: Callable[[T], datetime],
     extra: Sequence[Callable[[T], bool]] = (),
+    cache: QueryCache | None = None,
+    cache_key: Hashable | None = None,
+    version: int = 0,
 ) -> Page:
     """Filter, order and page ``items``.
+
+    Args:
+        items: The whole collection.
+        table: Its filterable fields.
+        query: The list parameters.
+        id_of: The entity id (the tie-breaker of every order).
+        updated_of: The entity's ``UpdatedDateUTC``.
+        extra: More predicates (the explicit filters such as ``Statuses``).
+        cache: Where to keep the selection for the next page.
+        cache_key: Identifies ``items`` and ``extra`` (the query's own parameters are
+            added); no caching without it.
+        version: The data version ``items`` were read at.
 
     Raises:
         WhereError: On a bad ``where`` or ``order``.
     """
+    key: Hashable | None = None
+    if cache is not None and cache_key is not None:
+        since_key = _second(query.modified_since) if query.modified_since else None
+        key = (cache_key, query.where, query.order, since_key)
+        selected = cache.get(key, version)
+        if selected is not None:
+            return _page(selected, query)
+    selected = _select(items, table, query, id_of=id_of, updated_of=updated_of, extra=extra)
+    if cache is not None and key is not None:
+        cache.put(key, version, selected)
+    return _page(selected, query)
+
+
+def _select(
+    items: Iterable[T],
+    table: FieldTable[T],
+    query: ListQuery,
+    *,
+    id_of: Callable[[T], str],
+    updated_of: Callable[[T], datetime],
+    extra: Sequence[Callable[[T], bool]],
+) -> list[T]:
     predicates = list(extra)
     if query.where and query.where.strip():
         predicates.append(compile_where(query.where, table))
     if query.modified_since is not None:
         since = _second(query.modified_since)
         predicates.append(lambda item: _second(updated_of(item)) >= since)
-    selected = [item for item in items if all(p(item) for p in predicates)]
-    if query.order and query.order.strip():
-        key = sort_key_for_order(query.order, table)
-        selected.sort(key=lambda item: (*key(item), id_of(item).lower()))
+    if predicates:
+        selected = [item for item in items if all(p(item) for p in predicates)]
     else:
+        selected = list(items)
+    if _is_default_order(query.order):
         selected.sort(key=lambda item: (updated_of(item), id_of(item).lower()))
+    else:
+        key = sort_key_for_order(query.order or "", table)
+        selected.sort(key=lambda item: (*key(item), id_of(item).lower()))
+    return selected
+
+
+def _page(selected: list[Any], query: ListQuery) -> Page:
     if query.page is None:
         return Page(selected, None)
     page = max(query.page, 1)

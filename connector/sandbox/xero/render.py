@@ -8,17 +8,22 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from connector.sandbox.wire import date_string, iso_utc_seconds, money, ms_date
+from connector.sandbox.wire import date_string, dumps, iso_utc_seconds, money, ms_date
 from connector.sandbox.xero.models import XAccount, XContact, XInvoice, XPayment, XTenant
 
 __all__ = [
     "currency_places",
+    "invoice_json",
     "render_account",
     "render_contact",
     "render_invoice",
     "render_payment",
     "render_rate",
 ]
+
+#: Rendered invoices kept per tenant (oldest dropped first); a 1,000-invoice page is
+#: served from the cache, and 20,000 entries stay well under 100 MB.
+JSON_CACHE_SIZE = 20_000
 
 # ISO 4217 minor units for the currencies that are not 2-decimal.
 _PLACES = {"JPY": 0, "KRW": 0, "VND": 0, "CLP": 0, "ISK": 0, "BHD": 3, "KWD": 3, "OMR": 3}
@@ -146,6 +151,8 @@ def render_invoice(
             (the form embedded in payment responses).
     """
     places = currency_places(invoice.currency_code)
+    sub_total, total_tax = invoice.sub_total, invoice.total_tax
+    total = sub_total + total_tax
     active = [
         tenant.payments[pid]
         for pid in invoice.payment_ids
@@ -160,7 +167,7 @@ def render_invoice(
         "CreditNotes": [],
         "Prepayments": [],
         "Overpayments": [],
-        "AmountDue": money(invoice.amount_due, places),
+        "AmountDue": money(total - invoice.amount_paid - invoice.amount_credited, places),
         "AmountPaid": money(invoice.amount_paid, places),
         "AmountCredited": money(invoice.amount_credited, places),
         "SentToContact": invoice.sent_to_contact,
@@ -192,9 +199,9 @@ def render_invoice(
         ]
         if line_items
         else [],
-        "SubTotal": money(invoice.sub_total, places),
-        "TotalTax": money(invoice.total_tax, places),
-        "Total": money(invoice.total, places),
+        "SubTotal": money(sub_total, places),
+        "TotalTax": money(total_tax, places),
+        "Total": money(total, places),
         "UpdatedDateUTC": ms_date(invoice.updated),
         "UpdatedDateUTCString": iso_utc_seconds(invoice.updated),
         "CurrencyCode": invoice.currency_code,
@@ -227,3 +234,36 @@ def render_payment(tenant: XTenant, payment: XPayment) -> dict[str, Any]:
         "Invoice": render_invoice(tenant, invoice, line_items=False, payments=False),
         "HasValidationErrors": False,
     }
+
+
+def invoice_json(
+    tenant: XTenant, invoice: XInvoice, *, line_items: bool = True, payments: bool = True
+) -> str:
+    """:func:`render_invoice` as JSON text, cached until the invoice or its contact changes.
+
+    Every ledger change to an invoice (a payment made or deleted included) gives it a
+    new ``UpdatedDateUTC`` and every contact change the contact one, so those stamps
+    (with the fields a change could touch without one, for safety) key the cache.
+    Rendering is most of the cost of a list page, and pages are read far more often
+    than invoices change.
+    """
+    contact = tenant.contacts[invoice.contact_id]
+    key = (invoice.invoice_id, line_items, payments)
+    stamp: tuple[object, ...] = (
+        invoice.updated,
+        invoice.status,
+        invoice.amount_paid,
+        len(invoice.payment_ids),
+        contact.contact_id,
+        contact.updated,
+    )
+    cached = tenant.json_cache.get(key)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    text = dumps(render_invoice(tenant, invoice, line_items=line_items, payments=payments))
+    cache = tenant.json_cache
+    if key not in cache and len(cache) >= JSON_CACHE_SIZE:
+        for old in list(cache)[: JSON_CACHE_SIZE // 10]:
+            del cache[old]
+    cache[key] = (stamp, text)
+    return text

@@ -7,8 +7,13 @@
 Request pipeline of an Accounting API call:
 
 1. bearer token (401 problem JSON), 2. ``xero-tenant-id`` (403 problem JSON),
-3. rate limits (429), 4. for writes: ``Idempotency-Key`` (replay / conflict),
-5. for writes: fault injection, 6. the operation itself.
+3. rate limits (429), 4. for writes: fault injection (:mod:`connector.sandbox.faults`;
+the faults that stand for an earlier failure answer here), 5. for writes:
+``Idempotency-Key`` (replay / conflict), 6. the operation itself, 7. for writes: the
+faults after the commit (500, latency, dropped connection).
+
+Every response that passed the rate limiter carries the ``X-*Limit-Remaining``
+headers, except 401s (Xero authenticates before it counts).
 """
 
 from __future__ import annotations
@@ -25,15 +30,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from connector.sandbox.faults import FaultDecision
 from connector.sandbox.idempotency import CachedResponse, Outcome, fingerprint
+from connector.sandbox.ratelimit import RateDecision
 from connector.sandbox.where import WhereError
 from connector.sandbox.wire import dumps, loads, ms_date_plain, parse_http_datetime
 from connector.sandbox.xero.auth import AuthError, TokenError, basic_credentials
-from connector.sandbox.xero.ledger import MSG_MODIFY
+from connector.sandbox.xero.ledger import MSG_MODIFY, payment_body_errors
 from connector.sandbox.xero.models import Grant, XTenant
 from connector.sandbox.xero.queries import (
     ListQuery,
     Page,
+    QueryCache,
     account_table,
     contact_table,
     invoice_table,
@@ -41,9 +49,9 @@ from connector.sandbox.xero.queries import (
     run_query,
 )
 from connector.sandbox.xero.render import (
+    invoice_json,
     render_account,
     render_contact,
-    render_invoice,
     render_payment,
 )
 
@@ -59,10 +67,13 @@ PROVIDER_NAME = "Connector Sandbox"
 API_PREFIX = "/xero/api.xro/2.0"
 NOT_FOUND_TEXT = "The resource you're looking for cannot be found"
 ERROR_500_TEXT = "An unhandled error with the Xero API"
+ERROR_503_TEXT = "The Xero API is temporarily unavailable"
 JSON = "application/json; charset=utf-8"
 TEXT = "text/plain; charset=utf-8"
 
 Handler = Callable[[Request, "ApiContext", bytes], Response]
+#: The invoices a write acts on (for the ``paid_elsewhere``/``concurrent_edit`` faults).
+Targets = Callable[[Request, "ApiContext", bytes], list[str]]
 
 
 @dataclass(frozen=True)
@@ -142,18 +153,19 @@ class XeroRoutes:
     def __init__(self, state: SandboxState) -> None:
         self.state = state
         self.ledger = state.xero
-        self._handlers: dict[tuple[str, bool, str], tuple[Handler, bool]] = {
-            ("invoices", False, "GET"): (self._get_invoices, False),
-            ("invoices", True, "GET"): (self._get_invoice, False),
-            ("payments", False, "GET"): (self._get_payments, False),
-            ("payments", True, "GET"): (self._get_payment, False),
-            ("payments", False, "PUT"): (self._create_payments, True),
-            ("payments", False, "POST"): (self._create_payments, True),
-            ("payments", True, "POST"): (self._delete_payment, True),
-            ("accounts", False, "GET"): (self._get_accounts, False),
-            ("accounts", True, "GET"): (self._get_account, False),
-            ("contacts", False, "GET"): (self._get_contacts, False),
-            ("contacts", True, "GET"): (self._get_contact, False),
+        self._queries = QueryCache()
+        self._handlers: dict[tuple[str, bool, str], tuple[Handler, Targets | None]] = {
+            ("invoices", False, "GET"): (self._get_invoices, None),
+            ("invoices", True, "GET"): (self._get_invoice, None),
+            ("payments", False, "GET"): (self._get_payments, None),
+            ("payments", True, "GET"): (self._get_payment, None),
+            ("payments", False, "PUT"): (self._create_payments, self._payment_targets),
+            ("payments", False, "POST"): (self._create_payments, self._payment_targets),
+            ("payments", True, "POST"): (self._delete_payment, self._deletion_targets),
+            ("accounts", False, "GET"): (self._get_accounts, None),
+            ("accounts", True, "GET"): (self._get_account, None),
+            ("contacts", False, "GET"): (self._get_contacts, None),
+            ("contacts", True, "GET"): (self._get_contact, None),
         }
 
     def routes(self) -> list[BaseRoute]:
@@ -268,7 +280,7 @@ class XeroRoutes:
                     f"The requested resource does not support http method '{request.method}'.", 405
                 )
             return _text(NOT_FOUND_TEXT, 404)
-        handler, is_write = entry
+        handler, targets = entry
 
         auth = self._bearer(request)
         if isinstance(auth, Response):
@@ -287,48 +299,65 @@ class XeroRoutes:
                 headers["Retry-After"] = str(decision.retry_after)
             return Response(b"", status_code=429, headers=headers)
         try:
-            if is_write:
-                response = await self._write(request, ctx, handler)
+            if targets is not None:
+                response = await self._write(request, ctx, handler, targets, decision)
             else:
                 response = handler(request, ctx, b"")
         finally:
             self.state.rate_limiter.release(ctx.tenant.tenant_id)
-        response.headers.update(decision.headers)
+        if response.status_code != 401:
+            for name, value in decision.headers.items():
+                response.headers.setdefault(name, value)
         return response
 
-    async def _write(self, request: Request, ctx: ApiContext, handler: Handler) -> Response:
+    async def _write(
+        self,
+        request: Request,
+        ctx: ApiContext,
+        handler: Handler,
+        targets: Targets,
+        decision: RateDecision,
+    ) -> Response:
         body = await request.body()
         key = request.headers.get("idempotency-key", "")
+        if len(key) > self.state.idempotency.MAX_KEY_LENGTH:
+            return _error(
+                10,
+                "ValidationException",
+                f"Idempotency Key: {key} is {len(key)} characters long; the maximum "
+                f"length is {self.state.idempotency.MAX_KEY_LENGTH}.",
+            )
+        faults = self.state.faults.draw()
+        refused = await self._refuse(request, ctx, faults, decision)
+        if refused is not None:
+            return refused
+        tenant_id = ctx.tenant.tenant_id
+        if faults.paid_elsewhere:
+            self.ledger.pay_elsewhere(tenant_id, targets(request, ctx, body))
+        if faults.concurrent_edit:
+            self.ledger.touch_invoices(tenant_id, targets(request, ctx, body))
+
         scope: tuple[str, str, str] | None = None
-        if key:
-            if len(key) > self.state.idempotency.MAX_KEY_LENGTH:
-                return _error(
-                    10,
-                    "ValidationException",
-                    f"Idempotency Key: {key} is {len(key)} characters long; the maximum "
-                    f"length is {self.state.idempotency.MAX_KEY_LENGTH}.",
-                )
-            scope = (ctx.client_id, ctx.tenant.tenant_id, key)
+        response: Response | None = None
+        if key and not faults.ignore_idempotency:
+            scope = (ctx.client_id, tenant_id, key)
             outcome, cached = await self.state.idempotency.claim(
                 scope, fingerprint(request.method, request.url.path, request.url.query, body)
             )
             if outcome is Outcome.CONFLICT:
+                scope = None
                 # Xero's documented message; the JSON shape around it is the sandbox's.
-                return _error(
+                response = _error(
                     10,
                     "ValidationException",
                     f"Idempotency Key: {key} is used with a different request.",
                 )
-            if outcome is Outcome.REPLAY and cached is not None:
-                return _replay(cached)
+            elif outcome is Outcome.REPLAY and cached is not None:
+                scope = None
+                response = _replay(cached)
         try:
-            faults = self.state.faults.draw()
-            if faults.drop_before_commit:
-                if scope is not None:
-                    self.state.idempotency.abandon(scope)
-                    scope = None
-                return await _drop(request)
-            response = handler(request, ctx, body)
+            if response is None:
+                response = handler(request, ctx, body)
             if faults.error_500_after_commit:
                 response = _text(ERROR_500_TEXT, 500)
             if faults.latency_ms > 0:
@@ -346,6 +375,41 @@ class XeroRoutes:
                 # The request died before producing a response; let a retry run it.
                 self.state.idempotency.abandon(scope)
 
+    async def _refuse(
+        self, request: Request, ctx: ApiContext, faults: FaultDecision, decision: RateDecision
+    ) -> Response | None:
+        """The faults that stand for a failure before Xero processed anything."""
+        tenant_id = ctx.tenant.tenant_id
+        limiter = self.state.rate_limiter
+        if faults.token_revoked:
+            # The user disconnected the app: every token of the grant dies, and this call
+            # fails authentication (before the rate limiter, so it uses no quota).
+            self.ledger.revoke_grant(tenant_id)
+            limiter.refund(ctx.client_id, tenant_id, decision)
+            return _problem(401, "Unauthorized", "AuthenticationUnsuccessful")
+        if faults.rate_limit:
+            headers = limiter.refund(ctx.client_id, tenant_id, decision)
+            headers["X-MinLimit-Remaining"] = "0"
+            headers["X-Rate-Limit-Problem"] = "minute"
+            headers["Retry-After"] = str(limiter.retry_after(tenant_id, "minute") or 1)
+            return Response(b"", status_code=429, headers=headers)
+        if faults.error_before_commit:
+            return _text(ERROR_503_TEXT, 503)
+        if faults.drop_before_commit:
+            return await _drop(request)
+        return None
+
+    def _payment_targets(self, request: Request, ctx: ApiContext, body: bytes) -> list[str]:
+        parsed = _parse_body(body)
+        items = None if isinstance(parsed, Response) else _unwrap(parsed, "Payments")
+        return self.ledger.invoice_ids_for_payments(ctx.tenant.tenant_id, items or [])
+
+    def _deletion_targets(self, request: Request, ctx: ApiContext, body: bytes) -> list[str]:
+        found = self.ledger.invoice_id_of_payment(
+            ctx.tenant.tenant_id, request.path_params["item_id"]
+        )
+        return [found] if found else []
+
     # ------------------------------------------------------------------ helpers
 
     def _envelope(
@@ -361,6 +425,15 @@ class XeroRoutes:
             out["pagination"] = pagination
         out[key] = items
         return out
+
+    def _envelope_response(
+        self, key: str, fragments: list[str], pagination: dict[str, int] | None = None
+    ) -> Response:
+        """The envelope around items that are JSON text already (cached renderings)."""
+        head = dumps(self._envelope(key, [], pagination))
+        empty = f'"{key}":[]}}'
+        text = head[: -len(empty)] + f'"{key}":[' + ",".join(fragments) + "]}"
+        return Response(text, media_type=JSON)
 
     @staticmethod
     def _list_query(request: Request, params: dict[str, str], *, paged: bool) -> ListQuery:
@@ -395,6 +468,11 @@ class XeroRoutes:
             extra.append(lambda inv: inv.contact_id in contacts)
         if statuses is not None:
             extra.append(lambda inv: inv.status.lower() in statuses)
+        cache_key = (
+            tenant.tenant_id,
+            "invoices",
+            *(tuple(v) if v is not None else None for v in (ids, numbers, contacts, statuses)),
+        )
         with self.ledger.lock:
             try:
                 page = run_query(
@@ -404,21 +482,25 @@ class XeroRoutes:
                     id_of=lambda inv: inv.invoice_id,
                     updated_of=lambda inv: inv.updated,
                     extra=extra,
+                    cache=self._queries,
+                    cache_key=cache_key,
+                    version=tenant.version,
                 )
             except WhereError as exc:
                 return _error(16, "QueryParseException", str(exc))
             # Without paging Xero leaves out line items to keep the response small.
-            items = [
-                render_invoice(tenant, inv, line_items=query.page is not None) for inv in page.items
-            ]
-        return json_response(self._envelope("Invoices", items, page.pagination))
+            lines = query.page is not None
+            items = [invoice_json(tenant, inv, line_items=lines) for inv in page.items]
+        return self._envelope_response("Invoices", items, page.pagination)
 
     def _get_invoice(self, request: Request, ctx: ApiContext, body: bytes) -> Response:
-        try:
-            invoice = self.ledger.invoice(ctx.tenant.tenant_id, request.path_params["item_id"])
-        except KeyError:
-            return _text(NOT_FOUND_TEXT, 404)
-        return json_response(self._envelope("Invoices", [invoice]))
+        tenant = ctx.tenant
+        with self.ledger.lock:
+            try:
+                invoice = self.ledger.find_invoice(tenant, request.path_params["item_id"])
+            except KeyError:
+                return _text(NOT_FOUND_TEXT, 404)
+            return self._envelope_response("Invoices", [invoice_json(tenant, invoice)])
 
     # ------------------------------------------------------------------ payments
 
@@ -433,6 +515,9 @@ class XeroRoutes:
                     query,
                     id_of=lambda p: p.payment_id,
                     updated_of=lambda p: p.updated,
+                    cache=self._queries,
+                    cache_key=(tenant.tenant_id, "payments"),
+                    version=tenant.version,
                 )
             except WhereError as exc:
                 return _error(16, "QueryParseException", str(exc))
@@ -453,6 +538,9 @@ class XeroRoutes:
         items = _unwrap(parsed, "Payments")
         if items is None:
             return _post_data_invalid('expected a Payment object or {"Payments": [...]}')
+        problem = payment_body_errors(items)
+        if problem is not None:
+            return _post_data_invalid(problem)
         summarize = _is_true(_params(request).get("summarizeerrors"), True)
         batch = self.ledger.create_payments(ctx.tenant.tenant_id, items, summarize_errors=summarize)
         if not batch.ok:
@@ -497,6 +585,9 @@ class XeroRoutes:
                     query,
                     id_of=lambda a: a.account_id,
                     updated_of=lambda a: a.updated,
+                    cache=self._queries,
+                    cache_key=(tenant.tenant_id, "accounts"),
+                    version=tenant.version,
                 )
             except WhereError as exc:
                 return _error(16, "QueryParseException", str(exc))
@@ -519,7 +610,8 @@ class XeroRoutes:
         ids = _csv(params.get("ids"))
         if ids is not None:
             extra.append(lambda c: c.contact_id in ids)
-        if not _is_true(params.get("includearchived"), False):
+        archived = _is_true(params.get("includearchived"), False)
+        if not archived:
             extra.append(lambda c: c.status != "ARCHIVED")
         term = (params.get("searchterm") or "").strip().casefold()
         if term:
@@ -529,6 +621,13 @@ class XeroRoutes:
                     for field in (c.name, c.first_name, c.last_name, c.email, c.contact_number)
                 )
             )
+        cache_key = (
+            tenant.tenant_id,
+            "contacts",
+            None if ids is None else tuple(ids),
+            archived,
+            term,
+        )
         with self.ledger.lock:
             try:
                 page = run_query(
@@ -538,6 +637,9 @@ class XeroRoutes:
                     id_of=lambda c: c.contact_id,
                     updated_of=lambda c: c.updated,
                     extra=extra,
+                    cache=self._queries,
+                    cache_key=cache_key,
+                    version=tenant.version,
                 )
             except WhereError as exc:
                 return _error(16, "QueryParseException", str(exc))
