@@ -74,7 +74,9 @@ def main() -> None:
     for name in ("step", "items", "seconds", "items/s", "requests/item", "applied", "duplicates"):
         table.add_column(name, justify="right")
     with tempfile.TemporaryDirectory() as tmp:
-        state = SandboxState(seed=5, tenants=1, invoices=args.invoices, rate_limits=False)
+        state = SandboxState(
+            seed=5, tenants=1, invoices=args.invoices, rate_limits=False, providers=("xero",)
+        )
         with SandboxServer(state, port=0) as server:
             db = f"sqlite:///{Path(tmp) / 'bench.db'}" if args.db == "sqlite" else args.db
             config = write_config(
