@@ -16,7 +16,7 @@ from types import FrameType
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from connector.adapters.base import SUPPORTED_PROVIDERS
+from connector.adapters import base as adapters_base
 from connector.clock import Clock, SystemClock
 from connector.config import Settings
 from connector.errors import ConnectorError
@@ -63,7 +63,11 @@ class Daemon:
         if self._stop.is_set():
             return
         for conn in self.settings.connections:
-            if not conn.enabled or conn.provider not in SUPPORTED_PROVIDERS or self._stop.is_set():
+            if (
+                not conn.enabled
+                or conn.provider not in adapters_base.SUPPORTED_PROVIDERS
+                or self._stop.is_set()
+            ):
                 continue
             try:
                 self.pull.run_once(connection_ids=[conn.id], entities=("invoice",))
@@ -107,7 +111,7 @@ class Daemon:
             next_run_time=self.clock.now(),
         )
         for conn in self.settings.connections:
-            if conn.provider not in SUPPORTED_PROVIDERS:
+            if conn.provider not in adapters_base.SUPPORTED_PROVIDERS:
                 log.warning(
                     "connection_skipped",
                     connection=conn.id,

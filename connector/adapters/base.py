@@ -183,7 +183,7 @@ def validate_connection_mapping(settings: ConnectionSettings) -> None:
 
 
 #: Providers this version has an adapter for; the config accepts all three.
-SUPPORTED_PROVIDERS = frozenset({"xero"})
+SUPPORTED_PROVIDERS = frozenset({"xero", "quickbooks"})
 
 
 #: provider → (module, class) of its adapter; imported on first use.

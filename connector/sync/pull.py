@@ -26,7 +26,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import col, select
 
-from connector.adapters.base import SUPPORTED_PROVIDERS, Adapter, Page, build_adapter
+from connector.adapters import base as adapters_base
+from connector.adapters.base import Adapter, Page, build_adapter
 from connector.clock import Clock, SystemClock
 from connector.config import Settings
 from connector.logging import get_logger
@@ -136,7 +137,7 @@ class PullEngine:
             else [
                 c.id
                 for c in self.settings.connections
-                if c.enabled and c.provider in SUPPORTED_PROVIDERS
+                if c.enabled and c.provider in adapters_base.SUPPORTED_PROVIDERS
             ]
         )
         results: list[PullStats] = []

@@ -47,6 +47,7 @@ from connector.clock import Clock, SystemClock
 from connector.config import Settings
 from connector.errors import (
     AmountExceedsBalance,
+    AuthExpired,
     AuthRevoked,
     ConnectorError,
     DocumentNotFound,
@@ -419,7 +420,7 @@ class PushEngine:
                     return
                 else:
                     raise AssertionError(f"unknown push step {step!r}")
-            except (RateLimited, Transient) as exc:
+            except (RateLimited, Transient, AuthExpired) as exc:
                 delay = getattr(exc, "retry_after", None) or 5.0
                 self._defer(intent, timedelta(seconds=delay), exc.code, exc.message)
                 return
@@ -546,7 +547,7 @@ class PushEngine:
             )
             self._transition(intent, attempts=intent.attempts + 1)
             return self._redecide(intent, adapter)
-        except (RateLimited, Transient, AuthRevoked) as exc:
+        except (RateLimited, Transient, AuthExpired, AuthRevoked) as exc:
             # Not applied, but an earlier send of this intent may have been:
             # from here on it is reconciled before anything else.
             self._attempt_now(
@@ -610,7 +611,17 @@ class PushEngine:
             self._apply(intent, mine[0], attempt, adapter)
             return "done"
         assert intent.document_remote_id is not None
-        doc = adapter.get_document(intent.document_remote_id, intent.document_type)
+        try:
+            doc = adapter.get_document(intent.document_remote_id, intent.document_type)
+        except DocumentNotFound as exc:
+            self._finish(
+                intent,
+                IntentState.REJECTED,
+                exc.code,
+                f"the {intent.document_type} was deleted before the payment landed: {exc.message}",
+                attempt=self._attempt(intent, "preflight", outcome=exc.code, message=exc.message),
+            )
+            return "done"
         attempt = self._attempt(
             intent,
             "preflight",

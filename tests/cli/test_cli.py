@@ -15,7 +15,7 @@ import pytest
 from sqlmodel import select
 
 from connector.state import ConnectionRecord, PaymentIntent
-from connector.sync.push import AllocationRequest, PushEngine
+from connector.sync.push import AllocationRequest, IntakeError, PushEngine
 from tests.conftest import Env
 
 CONNECTOR = str(Path(sys.executable).parent / "connector")
@@ -285,20 +285,21 @@ def test_sandbox_command_serves_and_writes_a_working_config(tmp_path: Path) -> N
     assert proc.returncode == 0
 
 
-def test_provider_without_adapter_is_refused_clearly(env: Env, tmp_path: Path) -> None:
-    config = tmp_path / "qb.toml"
-    config.write_text(
-        f'[database]\nurl = "sqlite:///{tmp_path / "qb.db"}"\n\n[[connections]]\nid = "qb"\n'
-        'provider = "quickbooks"\nbase_url = "http://127.0.0.1:9/quickbooks"\n'
-        'token_url = "http://127.0.0.1:9/t"\nclient_id = "c"\nclient_secret = "s"\n'
-        'refresh_token = "r"\nrealm_id = "123"\npayment_account_code = "1"\n'
-    )
-    result = run(
-        "pay", "--config", str(config), "--connection", "qb", "--document", "1", "--amount", "1.00"
-    )
-    assert result.returncode == 2
-    assert "provider_not_supported" in result.stderr and "quickbooks" in result.stderr
-    assert "Traceback" not in result.stderr
+def test_provider_without_adapter_is_refused_clearly(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from connector.adapters import base
+
+    monkeypatch.setattr(base, "SUPPORTED_PROVIDERS", frozenset({"quickbooks", "netsuite"}))
+    engine = PushEngine(env.settings, env.store)
+    env.closers.append(engine)
+    with pytest.raises(IntakeError) as info:
+        engine.intake(
+            AllocationRequest(connection_id=env.conn_id, document="INV-0001", amount="1.00")
+        )
+    assert info.value.code == "provider_not_supported"
+    assert "'xero' has no adapter" in info.value.message
+    assert intents(env) == []
 
 
 def test_db_upgrade_creates_the_schema_from_nothing(tmp_path: Path) -> None:
@@ -347,9 +348,14 @@ def test_backfill_since_a_date_reads_only_later_changes(env: Env) -> None:
     assert past.returncode == 0, past.stderr
     with env.store.session() as s:
         stored = s.exec(select(Invoice)).all()
-    assert len(stored) == len(
+    xero = [i for i in stored if i.connection_id == env.conn_id]
+    assert len(xero) == len(
         [i for i in env.state.xero.invoices(env.tenant) if i["Type"] == "ACCREC"]
     )
+    # The QuickBooks connections of the sandbox config are pulled by the same command.
+    qbo = next(c for c in env.settings.connections if c.provider == "quickbooks")
+    mirrored = {i.remote_id for i in stored if i.connection_id == qbo.id}
+    assert mirrored == {i["Id"] for i in env.state.quickbooks.invoices(qbo.realm_id)}
     bad = run("backfill", "--config", str(env.config_path), "--entity", "widgets")
     assert bad.returncode == 2 and "widgets" in bad.stderr
 

@@ -14,14 +14,17 @@ from tests.conftest import Env
 
 
 def puller(env: Env) -> PullEngine:
-    eng = PullEngine(env.settings, env.store, clock=env.clock)
+    # These tests are about the Xero connection; the other ledgers have their own.
+    only_xero = env.settings.model_copy(update={"connections": [env.xero]})
+    eng = PullEngine(only_xero, env.store, clock=env.clock)
     env.closers.append(eng)
     return eng
 
 
 def store_invoices(env: Env) -> dict[str, Invoice]:
     with env.store.session() as s:
-        return {i.remote_id: i for i in s.exec(select(Invoice)).all()}
+        rows = s.exec(select(Invoice).where(Invoice.connection_id == env.conn_id)).all()
+    return {i.remote_id: i for i in rows}
 
 
 def ledger_invoices(env: Env) -> dict[str, dict[str, Any]]:
