@@ -183,7 +183,7 @@ def validate_connection_mapping(settings: ConnectionSettings) -> None:
 
 
 #: Providers this version has an adapter for; the config accepts all three.
-SUPPORTED_PROVIDERS = frozenset({"xero", "quickbooks"})
+SUPPORTED_PROVIDERS = frozenset({"xero", "quickbooks", "netsuite"})
 
 
 #: provider → (module, class) of its adapter; imported on first use.

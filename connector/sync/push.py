@@ -39,6 +39,7 @@ from sqlmodel import col, select
 from connector.adapters.base import (
     Adapter,
     DocumentSnapshot,
+    ItemResult,
     PaymentRequest,
     RemotePayment,
     build_adapter,
@@ -560,6 +561,10 @@ class PushEngine:
             )
             self._transition(intent, state=IntentState.UNKNOWN.value, attempts=intent.attempts + 1)
             raise
+        except ConnectorError as exc:
+            # A whole-call refusal (e.g. a 400 for the one payment in it) is that
+            # payment's answer: decide it like a per-item error below.
+            results = [ItemResult(intent.id, error=exc, status_code=exc.status_code)]
         result = results[0]
         self._checkpoint("after_send")
         if result.payment is not None:

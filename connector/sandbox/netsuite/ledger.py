@@ -1187,7 +1187,7 @@ class NetSuiteLedger:
                 raise NetSuiteError(
                     400,
                     "INVALID_FLD_VALUE",
-                    f"Value {float(payment_amount)} outside of valid min/max range for field "
+                    f"Value {_ns_number(payment_amount)} outside of valid min/max range for field "
                     f"{amount_field}",
                     extra={"o:errorPath": amount_field},
                 )
@@ -1232,7 +1232,7 @@ class NetSuiteLedger:
                 raise NetSuiteError(
                     400,
                     "INVALID_FLD_VALUE",
-                    f"Value {float(amount)} outside of valid min/max range for field amount",
+                    f"Value {_ns_number(amount)} outside of valid min/max range for field amount",
                     extra={"o:errorPath": f"{path}.amount"},
                 )
             if amount > due:
@@ -1507,3 +1507,9 @@ def _bad_body() -> NetSuiteError:
         "INVALID_CONTENT",
         "The request could not be understood by the server due to malformed syntax.",
     )
+
+
+def _ns_number(value: Decimal) -> str:
+    """A number as NetSuite prints it in messages (``-5.0``, ``0.0``): one decimal at least."""
+    text = format(value.normalize(), "f")
+    return text if "." in text else f"{text}.0"
