@@ -22,6 +22,7 @@ from connector.logging import register_secret
 
 __all__ = [
     "ConfigError",
+    "ApiSettings",
     "ConnectionSettings",
     "DaemonSettings",
     "DatabaseSettings",
@@ -79,6 +80,14 @@ class DaemonSettings(_Strict):
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
 
 
+class ApiSettings(_Strict):
+    """``[api]``: the daemon's HTTP server (provider webhooks in; later the intake API)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"  # loopback unless a person decides otherwise
+    port: int = Field(default=8780, ge=0, le=65535)  # 0 = any free port (tests)
+
+
 class SecuritySettings(_Strict):
     """``[security]``: encryption at rest of the OAuth tokens in the database."""
 
@@ -111,6 +120,8 @@ class ConnectionSettings(_Strict):
     payment_account_code: str | None = None
     bill_payment_account_code: str | None = None
     bill_payment_type: Literal["Check", "CreditCard"] = "Check"
+    # Verifies provider webhooks: Xero's webhook signing key, QuickBooks' verifier token.
+    webhook_secret: SecretStr | None = None
     # Overrides of the shipped mapping, same shape as connector/mappings/<provider>.toml,
     # e.g. [connections.mapping.write.payment] Reference = "reference".
     mapping: dict[str, Any] = Field(default_factory=dict)
@@ -149,6 +160,7 @@ class Settings(_Strict):
     logging: LoggingSettings = LoggingSettings()
     daemon: DaemonSettings = DaemonSettings()
     security: SecuritySettings = SecuritySettings()
+    api: ApiSettings = ApiSettings()
     connections: list[ConnectionSettings] = Field(default_factory=list)
     source: str = "<memory>"
 
@@ -316,7 +328,7 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
             )
         seen.add(conn.id)
         register_secret(conn.client_secret.get_secret_value())
-        for secret in (conn.refresh_token, conn.token_secret):
+        for secret in (conn.refresh_token, conn.token_secret, conn.webhook_secret):
             if secret is not None:
                 register_secret(secret.get_secret_value())
     return settings
