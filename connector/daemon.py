@@ -5,18 +5,25 @@ correctness decision (what is due, who holds it) lives in the store. SIGTERM or
 SIGINT stops taking new work, lets the job in hand finish within the grace
 period, and exits 0; a second signal exits at once. Whatever was in flight is
 left claimable: its lease expires and the next worker reconciles it first.
+
+With ``[api] enabled`` the daemon also serves provider webhooks (:mod:`connector.api`)
+and refreshes the records they name; that server stops with the daemon, within the
+same grace period. A webhook is only an accelerator: if the port cannot be bound the
+daemon logs it and keeps polling.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
+import time
 from types import FrameType
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from connector.adapters import base as adapters_base
+from connector.api import ApiServer
 from connector.clock import Clock, SystemClock
 from connector.config import Settings
 from connector.errors import ConnectorError
@@ -41,6 +48,7 @@ class Daemon:
         self.pull = PullEngine(settings, store, clock=self.clock)
         self._stop = threading.Event()
         self._signals = 0
+        self.api: ApiServer | None = None
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=2)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
@@ -119,6 +127,8 @@ class Daemon:
                     reason="no adapter for this provider in this version",
                 )
         self.scheduler.start()
+        if self.settings.api.enabled:
+            self._start_api()
         log.info(
             "daemon_started",
             connections=len(self.settings.connections),
@@ -127,15 +137,37 @@ class Daemon:
         )
         while not self._stop.wait(0.5):
             pass
+        started = time.monotonic()
+        api_clean = True
+        if self.api is not None:
+            api_clean = self.api.stop(timeout=max(d.shutdown_grace_seconds, 0.5))
+            log.info("api_stopped", clean=api_clean)
         stopper = threading.Thread(
             target=self.scheduler.shutdown, kwargs={"wait": True}, daemon=True
         )
         stopper.start()
-        stopper.join(timeout=d.shutdown_grace_seconds)
+        stopper.join(timeout=max(d.shutdown_grace_seconds - (time.monotonic() - started), 0.0))
         if stopper.is_alive():
             log.warning("grace_period_over", seconds=d.shutdown_grace_seconds)
         self.push.close()
         self.pull.close()
         self.store.dispose()
-        log.info("daemon_stopped", clean=not stopper.is_alive())
+        log.info("daemon_stopped", clean=api_clean and not stopper.is_alive())
         return 0
+
+    def _start_api(self) -> None:
+        """Start the webhook server and its refresher; log (not fail) if it cannot bind."""
+        api = ApiServer(self.settings, self.store, clock=self.clock)
+        try:
+            api.start()
+        except (OSError, RuntimeError) as exc:
+            log.error(
+                "api_start_failed",
+                host=self.settings.api.host,
+                port=self.settings.api.port,
+                error=str(exc),
+                hint="webhooks are off; polling goes on. Free the port or set [api] port",
+            )
+            return
+        self.api = api
+        log.info("api_listening", url=api.url)
