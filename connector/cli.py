@@ -273,7 +273,7 @@ def backfill(
     ] = None,
 ) -> None:
     """Pull history into the store, page by page, resumable after a crash or Ctrl-C."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from connector.sync.pull import ENTITY_MODELS, PullEngine
 
@@ -301,7 +301,8 @@ def backfill(
             f"in this version"
         )
         ids.remove(cid)
-    engine = PullEngine(settings, store)
+    # A backfill waits out rate limits (Retry-After) and goes on, page by page.
+    engine = PullEngine(settings, store, wait_on_rate_limit=True, prefetch=True)
     summary = Table(title="Backfill")
     for name in (
         "connection",
@@ -311,20 +312,64 @@ def backfill(
         "new",
         "updated",
         "deleted/void",
+        "time",
+        "requests",
+        "429s",
+        "rate wait",
         "complete",
     ):
-        summary.add_column(name)
+        summary.add_column(name, justify="left" if name in {"connection", "entity"} else "right")
+    per_entity: dict[str, list[Any]] = {}
+
+    def add_row(stats: Any) -> None:
+        summary.add_row(
+            stats.connection_id,
+            stats.entity,
+            str(stats.pages),
+            str(stats.records),
+            str(stats.inserted),
+            str(stats.updated),
+            str(stats.deleted),
+            f"{stats.seconds:.1f}s",
+            str(stats.requests),
+            str(stats.throttled),
+            f"{stats.waited_seconds:.1f}s",
+            "yes" if stats.complete else "no",
+        )
+        per_entity.setdefault(stats.entity, []).append(stats)
+
+    def add_totals() -> None:
+        if len(ids) < 2:
+            return
+        summary.add_section()
+        for ent, rows in per_entity.items():
+            summary.add_row(
+                "all",
+                ent,
+                str(sum(r.pages for r in rows)),
+                str(sum(r.records for r in rows)),
+                str(sum(r.inserted for r in rows)),
+                str(sum(r.updated for r in rows)),
+                str(sum(r.deleted for r in rows)),
+                f"{sum(r.seconds for r in rows):.1f}s",
+                str(sum(r.requests for r in rows)),
+                str(sum(r.throttled for r in rows)),
+                f"{sum(r.waited_seconds for r in rows):.1f}s",
+                "yes" if all(r.complete for r in rows) else "no",
+            )
+
     try:
         with Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
+            BarColumn(),
             TimeElapsedColumn(),
             console=err,
             transient=True,
         ) as progress:
             for cid in ids:
                 for ent in entities:
-                    task = progress.add_task(f"{cid} {ent}: 0 records")
+                    task = progress.add_task(f"{cid} {ent}: 0 records", total=None)
 
                     def on_page(stats: Any, _page: Any, task: Any = task) -> None:
                         progress.update(
@@ -336,21 +381,16 @@ def backfill(
                     [stats] = engine.run_once(
                         connection_ids=[cid], entities=[ent], since=start, on_page=on_page
                     )
-                    summary.add_row(
-                        cid,
-                        ent,
-                        str(stats.pages),
-                        str(stats.records),
-                        str(stats.inserted),
-                        str(stats.updated),
-                        str(stats.deleted),
-                        "yes" if stats.complete else "no",
-                    )
+                    progress.update(task, total=1, completed=1)
+                    add_row(stats)
     except KeyboardInterrupt:
+        add_totals()
+        out.print(summary)
         err.print("interrupted: every committed page is kept; run the same command to resume")
         raise typer.Exit(130) from None
     finally:
         engine.close()
+    add_totals()
     out.print(summary)
 
 

@@ -21,8 +21,8 @@ from connector.crypto import TokenCipher, TokenKeyError
 from connector.logging import register_secret
 
 __all__ = [
-    "ConfigError",
     "ApiSettings",
+    "ConfigError",
     "ConnectionSettings",
     "DaemonSettings",
     "DatabaseSettings",

@@ -47,7 +47,7 @@ import re
 import tomllib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from importlib import resources
 from typing import Any
@@ -170,6 +170,8 @@ _PARTY_FIELD = {"Payment": "CustomerRef", "BillPayment": "VendorRef"}
 _ALLOCATION_TYPES = {"Invoice": "invoice", "Bill": "bill", "CreditMemo": "credit_note"}
 _PROVIDER_STATUS = {"void": "Voided", "paid": "Paid"}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# CDC answers for the last 30 days only; keep an hour for the ledger's clock.
+_CDC_LOOKBACK = timedelta(days=30) - timedelta(hours=1)
 
 
 # -- the error decision table ---------------------------------------------------------
@@ -745,9 +747,14 @@ class QuickBooksAdapter:
                 stamps = [r["remote_updated_at"] for r in recs if r.get("remote_updated_at")]
                 if stamps:
                     cutoffs.append(max(stamps))
+        newest_cut = min(cutoffs) if cutoffs else None
+        if since is not None:
+            # The query never returns deleted objects; CDC does. Deletions of this
+            # window (up to the page's cut when more pages follow) join the page.
+            records.extend(self._deletions(entity, since, newest_cut))
         records.sort(key=lambda r: r.get("remote_updated_at") or _EPOCH)
         stamps = [r["remote_updated_at"] for r in records if r.get("remote_updated_at")]
-        newest = min(cutoffs) if cutoffs else (max(stamps) if stamps else None)
+        newest = newest_cut if newest_cut is not None else (max(stamps) if stamps else None)
         return Page(
             records=records,
             page=page,
@@ -755,6 +762,34 @@ class QuickBooksAdapter:
             has_more=has_more,
             max_updated_at=newest,
         )
+
+    def _deletions(
+        self, entity: str, since: datetime, until: datetime | None
+    ) -> list[dict[str, Any]]:
+        """Deleted ``entity`` objects changed in ``[since, until]`` according to CDC.
+
+        CDC looks back at most 30 days: an older ``since`` (a backfill from long
+        ago) has no deletions to report for records this store never held, so
+        the refusal is logged and nothing is merged.
+        """
+        if since < datetime.now(UTC) - _CDC_LOOKBACK:
+            return []
+        try:
+            found = self.changes([entity], since)[entity]
+        except ValidationRejected as exc:
+            log.warning(
+                "qbo_cdc_skipped", connection=self.settings.id, entity=entity, error=str(exc)
+            )
+            return []
+        out: list[dict[str, Any]] = []
+        for rec in found:
+            stamp = rec.get("remote_updated_at")
+            if not rec.get("deleted") or stamp is None or stamp < since:
+                continue
+            if until is not None and stamp > until:
+                continue
+            out.append(rec)
+        return out
 
     def changes(self, entities: Sequence[str], since: datetime) -> dict[str, list[dict[str, Any]]]:
         """What changed since ``since`` via Change Data Capture (§7), deletes included.

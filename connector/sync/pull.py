@@ -17,6 +17,7 @@ marker cannot skip anything.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from connector.adapters import base as adapters_base
 from connector.adapters.base import Adapter, Page, build_adapter
 from connector.clock import Clock, SystemClock
 from connector.config import Settings
+from connector.errors import RateLimited
 from connector.logging import get_logger
 from connector.schema import Bill, Contact, Invoice, LedgerAccount, Payment, PaymentAllocation
 from connector.state import Cursor
@@ -51,6 +53,8 @@ ENTITY_MODELS = {
 DEFAULT_OVERLAP = timedelta(seconds=1)
 # A guard against a provider that never says "last page".
 MAX_PAGES_PER_RUN = 100_000
+# How long to wait on a 429 that says nothing about when to come back.
+DEFAULT_RATE_WAIT_SECONDS = 5.0
 
 
 @dataclass
@@ -67,6 +71,18 @@ class PullStats:
     position: str | None = None
     complete: bool = False
     counts: Counter[str] = field(default_factory=Counter)
+    requests: int = 0  # HTTP requests sent by the adapter for this entity
+    throttled: int = 0  # of which answered 429 (or another "not processed")
+    rate_waits: int = 0  # RateLimited raised to us and waited out
+    waited_seconds: float = 0.0  # time spent waiting on those
+    seconds: float = 0.0  # wall time of the run
+
+
+def _rate_counters(adapter: Adapter) -> tuple[int, int]:
+    rate = getattr(getattr(adapter, "http", None), "rate", None)
+    if rate is None:
+        return (0, 0)
+    return (int(rate.requests), int(rate.throttled))
 
 
 def _floor_second(value: datetime) -> datetime:
@@ -91,6 +107,9 @@ class PullEngine:
         clock: Clock | None = None,
         overlap: timedelta = DEFAULT_OVERLAP,
         adapter_factory: Callable[[str], Adapter] | None = None,
+        wait_on_rate_limit: bool = False,
+        sleep: Callable[[float], None] = time.sleep,
+        prefetch: bool = False,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -101,11 +120,20 @@ class PullEngine:
         )
         self._adapters: dict[str, Adapter] = {}
         self.stop_requested = False
+        #: Wait out RateLimited (Retry-After, else a default) and read the page
+        #: again instead of failing the run (backfill).
+        self.wait_on_rate_limit = wait_on_rate_limit
+        self._sleep = sleep
+        #: Let adapters that can (Xero) fetch the next page while one is committed.
+        self.prefetch = prefetch
 
     def adapter(self, connection_id: str) -> Adapter:
         """The (cached) adapter of a connection."""
         if connection_id not in self._adapters:
-            self._adapters[connection_id] = self._factory(connection_id)
+            adapter = self._factory(connection_id)
+            if self.prefetch and hasattr(adapter, "prefetch_pages"):
+                adapter.prefetch_pages = True
+            self._adapters[connection_id] = adapter
         return self._adapters[connection_id]
 
     def close(self) -> None:
@@ -171,6 +199,61 @@ class PullEngine:
         """Pull one entity of one connection until the provider has no more."""
         adapter = self.adapter(connection_id)
         stats = PullStats(connection_id, entity)
+        started = time.monotonic()
+        requests0, throttled0 = _rate_counters(adapter)
+        try:
+            self._pull(adapter, stats, since, page_size, on_page, max_pages)
+        finally:
+            requests1, throttled1 = _rate_counters(adapter)
+            stats.requests = requests1 - requests0
+            stats.throttled = throttled1 - throttled0
+            stats.seconds = time.monotonic() - started
+        log.info(
+            "pull_done",
+            connection=connection_id,
+            entity=entity,
+            pages=stats.pages,
+            records=stats.records,
+            inserted=stats.inserted,
+            updated=stats.updated,
+            deleted=stats.deleted,
+            requests=stats.requests,
+            throttled=stats.throttled,
+            complete=stats.complete,
+        )
+        return stats
+
+    def _list_page(
+        self, adapter: Adapter, stats: PullStats, position: datetime | None, page: int, size: int
+    ) -> Page:
+        while True:
+            try:
+                return adapter.list_changed(stats.entity, position, page, size)
+            except RateLimited as exc:
+                if not self.wait_on_rate_limit or self.stop_requested:
+                    raise
+                wait = exc.retry_after if exc.retry_after is not None else None
+                wait = DEFAULT_RATE_WAIT_SECONDS if wait is None else max(wait, 0.0)
+                log.info(
+                    "pull_rate_limited",
+                    connection=stats.connection_id,
+                    entity=stats.entity,
+                    wait=wait,
+                )
+                stats.rate_waits += 1
+                stats.waited_seconds += wait
+                self._sleep(wait)
+
+    def _pull(
+        self,
+        adapter: Adapter,
+        stats: PullStats,
+        since: datetime | None,
+        page_size: int,
+        on_page: Callable[[PullStats, Page], None] | None,
+        max_pages: int | None,
+    ) -> None:
+        connection_id, entity = stats.connection_id, stats.entity
         cursor = self._cursor(connection_id, entity)
         position: datetime | None = (
             datetime.fromisoformat(cursor.position) if cursor.position else None
@@ -183,7 +266,7 @@ class PullEngine:
         for _ in range(min(max_pages or MAX_PAGES_PER_RUN, MAX_PAGES_PER_RUN)):
             if self.stop_requested:
                 break
-            result = adapter.list_changed(entity, position, page, page_size)
+            result = self._list_page(adapter, stats, position, page, page_size)
             stats.pages += 1
             newest = result.max_updated_at
             next_position: datetime | None
@@ -205,17 +288,6 @@ class PullEngine:
                 stats.complete = True
                 break
         stats.position = position.isoformat() if position else None
-        log.info(
-            "pull_done",
-            connection=connection_id,
-            entity=entity,
-            pages=stats.pages,
-            records=stats.records,
-            inserted=stats.inserted,
-            updated=stats.updated,
-            complete=stats.complete,
-        )
-        return stats
 
     def _cursor(self, connection_id: str, entity: str) -> Cursor:
         with self.store.session() as s:
@@ -248,7 +320,9 @@ class PullEngine:
         stats.records += len(page.records)
         stats.inserted += inserted
         stats.updated += updated
-        stats.deleted += sum(1 for r in page.records if r.get("status") in {"deleted", "void"})
+        stats.deleted += sum(
+            1 for r in page.records if r.get("deleted") or r.get("status") in {"deleted", "void"}
+        )
 
     @staticmethod
     def _store_allocations(session: Any, connection_id: str, records: list[dict[str, Any]]) -> None:
