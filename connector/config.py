@@ -14,8 +14,17 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from connector.crypto import TokenCipher, TokenKeyError
 from connector.logging import register_secret
@@ -120,6 +129,9 @@ class ConnectionSettings(_Strict):
     payment_account_code: str | None = None
     bill_payment_account_code: str | None = None
     bill_payment_type: Literal["Check", "CreditCard"] = "Check"
+    # The ledger's own time zone (IANA name): NetSuite's SuiteQL shows and compares
+    # date-times in the account's zone; the store keeps UTC.
+    timezone: str = "UTC"
     # Verifies provider webhooks: Xero's webhook signing key, QuickBooks' verifier token.
     webhook_secret: SecretStr | None = None
     # Overrides of the shipped mapping, same shape as connector/mappings/<provider>.toml,
@@ -130,6 +142,17 @@ class ConnectionSettings(_Strict):
     timeout_seconds: float = Field(default=30.0, gt=0)
     max_inline_wait_seconds: float = Field(default=5.0, ge=0)
     enabled: bool = True
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{value!r} is not an IANA time zone (e.g. America/Los_Angeles)"
+            ) from None
+        return value
 
     @model_validator(mode="after")
     def _tenant_key_present(self) -> ConnectionSettings:

@@ -47,12 +47,13 @@ import warnings
 from binascii import b2a_base64
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 import authlib.deprecate  # noqa: F401  (its "always" filter must be in place before ours)
 import httpx
@@ -177,7 +178,7 @@ MODELS: dict[str, type[SQLModel]] = {
 # -- SuiteQL ---------------------------------------------------------------------------
 # Dates and date-times come back in the account's date format (M/D/YYYY, no time)
 # unless formatted: every one is selected through TO_CHAR.
-_STAMP = """TO_CHAR({col}, 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""
+_STAMP = """TO_CHAR({col}, 'YYYY-MM-DD"T"HH24:MI:SS')"""
 _DAY = "TO_CHAR({col}, 'YYYY-MM-DD')"
 _DOCUMENT_COLUMNS = ", ".join(
     [
@@ -238,10 +239,11 @@ def _sql_id(value: str) -> str:
     return text
 
 
-def _since_clause(column: str, since: datetime | None) -> str:
+def _since_clause(column: str, since: datetime | None, tz: tzinfo = UTC) -> str:
     if since is None:
         return ""
-    stamp = since.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    # SuiteQL compares in the account's time zone, like the values it shows.
+    stamp = since.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
     return f" AND {column} >= TO_TIMESTAMP('{stamp}', 'YYYY-MM-DD HH24:MI:SS')"
 
 
@@ -974,6 +976,7 @@ class NetSuiteAdapter:
     ) -> None:
         self.settings = settings
         self.mapping = mapping or load_connection_mapping(settings)
+        self._tz: tzinfo = ZoneInfo(settings.timezone)
         self.credentials = NetSuiteCredentials(settings, store, clock, transport)
         self.http = ProviderHTTP(
             settings,
@@ -1074,6 +1077,13 @@ class NetSuiteAdapter:
         data = self._json(response)
         if not isinstance(data, dict):
             raise Transient("SuiteQL answered something that is not a collection")
+        # SuiteQL shows date-times in the account's time zone (the connection's
+        # `timezone`); the store keeps UTC. TO_CHAR gave us local "YYYY-MM-DDTHH:MM:SS".
+        for item in data.get("items") or []:
+            local = item.get("lastmodified") if isinstance(item, dict) else None
+            if isinstance(local, str) and local and not local.endswith("Z"):
+                moment = datetime.fromisoformat(local).replace(tzinfo=self._tz)
+                item["lastmodified"] = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         return data
 
     def _rows(self, q: str) -> list[dict[str, Any]]:
@@ -1205,7 +1215,7 @@ class NetSuiteAdapter:
                 f"SELECT {_DOCUMENT_COLUMNS} FROM transaction t "
                 "LEFT JOIN currency c ON c.id = t.currency "
                 f"WHERE t.type = '{_TRAN_TYPE[entity]}'"
-                f"{_since_clause('t.lastmodifieddate', since)} "
+                f"{_since_clause('t.lastmodifieddate', since, self._tz)} "
                 "ORDER BY t.lastmodifieddate, t.id"
             )
         elif entity == "payment":
@@ -1213,7 +1223,7 @@ class NetSuiteAdapter:
                 f"SELECT {_PAYMENT_COLUMNS} FROM transaction t "
                 "LEFT JOIN currency c ON c.id = t.currency "
                 "WHERE t.type IN ('CustPymt', 'VendPymt')"
-                f"{_since_clause('t.lastmodifieddate', since)} "
+                f"{_since_clause('t.lastmodifieddate', since, self._tz)} "
                 "ORDER BY t.lastmodifieddate, t.id"
             )
         elif entity == "ledger_account":
@@ -1287,7 +1297,9 @@ class NetSuiteAdapter:
         merged: list[dict[str, Any]] = []
         has_more = False
         for table in ("customer", "vendor"):
-            where = _since_clause("e.lastmodifieddate", since).replace(" AND ", " WHERE ", 1)
+            where = _since_clause("e.lastmodifieddate", since, self._tz).replace(
+                " AND ", " WHERE ", 1
+            )
             q = (
                 f"SELECT {_ENTITY_COLUMNS} FROM {table} e "
                 f"LEFT JOIN currency c ON c.id = e.currency{where} "

@@ -106,7 +106,7 @@ SINGULAR = "application/vnd.oracle.resource+json; type=singular; charset=UTF-8"
 ERROR = "application/vnd.oracle.resource+json; type=error; charset=UTF-8"
 
 # -- the SuiteQL our adapter must send (written out, not imported) ------------------------
-STAMP = """TO_CHAR(t.lastmodifieddate, 'YYYY-MM-DD"T"HH24:MI:SS"Z"') lastmodified"""
+STAMP = """TO_CHAR(t.lastmodifieddate, 'YYYY-MM-DD"T"HH24:MI:SS') lastmodified"""
 Q_CURRENCIES = "SELECT c.id, c.symbol, c.isbasecurrency FROM currency c ORDER BY c.id"
 Q_BY_NUMBER = (
     "SELECT t.id FROM transaction t WHERE t.type = 'CustInvc' "
@@ -589,7 +589,7 @@ def c_find_payment(s: dict[str, Any]) -> list[Interaction]:
         "externalid": found["externalid"],  # an earlier key version's, or another's
         "foreigntotal": found["amount"],
         "id": found["id"],
-        "lastmodified": "2025-05-27T16:04:11Z",  # adjusted: TO_CHAR'd
+        "lastmodified": "2025-05-27T16:04:11",  # adjusted: TO_CHAR'd
         "memo": REFERENCE,  # adjusted: our memo
         "previousdoc": found["transaction"],
         "status": "C",  # adjusted: the letter (the sample selected BUILTIN.DF(status))
@@ -611,7 +611,7 @@ def c_list_changed_invoices(s: dict[str, Any]) -> list[Interaction]:
             "foreignamountunpaid": "95",
             "foreigntotal": "100",
             "id": INVOICE_ID,
-            "lastmodified": "2025-05-27T16:04:11Z",
+            "lastmodified": "2025-05-27T16:04:11",
             "status": "A",
             "trandate": "2025-05-26",
             "tranid": INVOICE_NUMBER,
@@ -626,7 +626,7 @@ def c_list_changed_invoices(s: dict[str, Any]) -> list[Interaction]:
             "foreignamountunpaid": "0",
             "foreigntotal": "42.5",
             "id": "8936",
-            "lastmodified": "2025-05-27T17:30:00Z",
+            "lastmodified": "2025-05-27T17:30:00",
             "memo": "Paid by card",
             "status": "B",
             "trandate": "2025-05-27",
@@ -651,7 +651,7 @@ def c_list_changed_payments(s: dict[str, Any]) -> list[Interaction]:
             "externalid": CUSTOMER_PAYMENT_EID,
             "foreigntotal": "5",
             "id": CUSTOMER_PAYMENT_ID,
-            "lastmodified": "2025-05-27T16:04:11Z",
+            "lastmodified": "2025-05-27T16:04:11",
             "memo": REFERENCE,
             "status": "C",
             "trandate": "2025-05-26",
@@ -664,7 +664,7 @@ def c_list_changed_payments(s: dict[str, Any]) -> list[Interaction]:
             "externalid": VENDOR_PAYMENT_EID,
             "foreigntotal": "-50",  # vendor payments are negative in SuiteQL (§2)
             "id": VENDOR_PAYMENT_ID,
-            "lastmodified": "2025-05-27T18:00:00Z",
+            "lastmodified": "2025-05-27T18:00:00",
             "trandate": "2025-05-22",
             "type": "VendPymt",
         },
