@@ -239,6 +239,14 @@ def _sql_id(value: str) -> str:
     return text
 
 
+#: DeletedRecord.recordtypeid values per unified entity (lower-case record type ids).
+_DELETED_TYPES: dict[str, tuple[str, ...]] = {
+    "invoice": ("invoice",),
+    "bill": ("vendorbill",),
+    "payment": ("customerpayment", "vendorpayment"),
+}
+
+
 def _since_clause(column: str, since: datetime | None, tz: tzinfo = UTC) -> str:
     if since is None:
         return ""
@@ -1250,7 +1258,35 @@ class NetSuiteAdapter:
                 )
         if entity == "payment" and records:
             self._attach_allocations(records)
-        return self._page(records, page, page_size, bool(data.get("hasMore")))
+        has_more = bool(data.get("hasMore"))
+        result = self._page(records, page, page_size, has_more)
+        if entity in _DELETED_TYPES and not has_more:
+            # Deletions ride on the run's last page as tombstones. They do not move
+            # the page's change marker: a deletion stamped after a record that was
+            # edited meanwhile must not make the next run start past that edit.
+            result.records.extend(self._deletions(entity, since))
+        return result
+
+    def _deletions(self, entity: str, since: datetime | None) -> list[dict[str, Any]]:
+        """Tombstones from SuiteQL's DeletedRecord table since ``since``."""
+        types = ", ".join(f"'{t}'" for t in _DELETED_TYPES[entity])
+        rows = self._rows(
+            f"SELECT d.recordid, d.recordtypeid, {_STAMP.format(col='d.deleteddate')} lastmodified "
+            f"FROM deletedrecord d WHERE d.recordtypeid IN ({types})"
+            f"{_since_clause('d.deleteddate', since, self._tz)} ORDER BY d.deleteddate"
+        )
+        return [
+            {
+                "remote_id": str(row["recordid"]),
+                "deleted": True,
+                "status": "deleted",
+                "remote_updated_at": datetime.fromisoformat(
+                    str(row["lastmodified"]).replace("Z", "+00:00")
+                ),
+            }
+            for row in rows
+            if row.get("recordid") and row.get("lastmodified")
+        ]
 
     @staticmethod
     def _page(records: list[dict[str, Any]], page: int, size: int, has_more: bool) -> Page:

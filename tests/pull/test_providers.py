@@ -212,3 +212,20 @@ def test_ledger_clock_behind_ours_and_same_second_bursts_are_not_missed(
     more = [add() for _ in range(3)]
     eng.run_once(entities=["invoice"])
     assert set(more) <= set(mirror(env, Invoice, cid))
+
+
+def test_netsuite_deleted_payment_becomes_a_tombstone(env: Env) -> None:
+    eng, cid, account = engine_for(env, "netsuite")
+    ns = env.state.netsuite
+    invoice = ns.add_invoice(account, total=Decimal("30.00"))
+    paid = ns.apply_payment(account, invoice["id"], Decimal("30.00"))
+    eng.run_once(entities=["payment"])
+    assert not mirror(env, Payment, cid)[str(paid["id"])].deleted
+    with ns.lock:
+        company = ns.company(account)
+        ns.delete_payment(account, company.transactions[int(paid["id"])])
+    eng.run_once(entities=["payment", "invoice"])
+    tomb = mirror(env, Payment, cid)[str(paid["id"])]
+    assert tomb.deleted and tomb.status == "deleted"
+    assert tomb.total_amount == Decimal("30.00")  # the tombstone keeps what we knew
+    assert mirror(env, Invoice, cid)[str(invoice["id"])].balance == Decimal("30.00")

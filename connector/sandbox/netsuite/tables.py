@@ -272,10 +272,32 @@ def catalog(company: Company) -> dict[str, Table]:
             )
             links.display.append({"linktype": "Payment"})
 
+    # DeletedRecord: the fact sheet names the table (O:section_N3508018.html) but not
+    # its columns; these follow Oracle's record browser as we know it (UNCONFIRMED):
+    # recordid, recordtypeid (the record type's lower-case id), name, deleteddate.
+    deleted = Table(
+        "deletedrecord",
+        ("recordid", "recordtypeid", "name", "deleteddate", "istransaction", "context"),
+        [],
+        [],
+    )
+    for tx in sorted(company.deleted, key=lambda t: t.id):
+        deleted.rows.append(
+            {
+                "recordid": tx.id,
+                "recordtypeid": tx.kind.lower(),
+                "name": tx.tran_id,
+                "deleteddate": tx.deleted,
+                "istransaction": True,
+                "context": "REST",
+            }
+        )
+        deleted.display.append({})
     tables = {
         "transaction": transactions,
         "transactionline": lines,
         "nexttransactionlinelink": links,
+        "deletedrecord": deleted,
     }
     for kind in ("customer", "vendor"):
         table = Table(kind, _ENTITY_COLUMNS, [], [])

@@ -138,6 +138,12 @@ Q_LINKS = (
     f"nexttransactionlinelink l WHERE l.nextdoc IN ({CUSTOMER_PAYMENT_ID}, {VENDOR_PAYMENT_ID}) "
     "ORDER BY l.nextdoc, l.previousdoc"
 )
+Q_DELETED_PAYMENTS = (
+    "SELECT d.recordid, d.recordtypeid, "
+    """TO_CHAR(d.deleteddate, 'YYYY-MM-DD"T"HH24:MI:SS') lastmodified """
+    "FROM deletedrecord d WHERE d.recordtypeid IN ('customerpayment', 'vendorpayment') "
+    "ORDER BY d.deleteddate"
+)
 Q_FIND = (
     f"SELECT {PAYMENT_COLUMNS}, l.previousdoc, l.foreignamount applied FROM transaction t "
     "INNER JOIN nexttransactionlinelink l ON l.nextdoc = t.id "
@@ -687,6 +693,20 @@ def c_list_changed_payments(s: dict[str, Any]) -> list[Interaction]:
         token_interaction(1),
         {"request": _suiteql(Q_PAYMENTS, limit=100, offset=0), "response": _rows(s, rows)},
         {"request": _suiteql(Q_LINKS), "response": _rows(s, links)},
+        # The run's last page also asks DeletedRecord for deletions since the cursor.
+        {
+            "request": _suiteql(Q_DELETED_PAYMENTS),
+            "response": _rows(
+                s,
+                [
+                    {
+                        "recordid": "9001",
+                        "recordtypeid": "customerpayment",
+                        "lastmodified": "2025-05-27T19:00:00",
+                    }
+                ],
+            ),
+        },
     ]
 
 

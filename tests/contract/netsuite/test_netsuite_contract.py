@@ -399,7 +399,10 @@ def test_list_changed_payments_reads_allocations_and_positive_amounts(
         page = ns_adapter.list_changed("payment", None, page=1, page_size=100)
     _assert_all_played(cass)
     assert page.has_more is False
-    ar, ap = page.records
+    ar, ap, gone = page.records
+    assert gone["remote_id"] == "9001" and gone["deleted"] is True and gone["status"] == "deleted"
+    # A deletion never moves the page's change marker past the live records'.
+    assert page.max_updated_at == ap["remote_updated_at"]
     assert (ar["type"], ar["total_amount"]) == ("accounts_receivable", Decimal("5.00"))
     assert ar["allocations"] == [
         {"id": nc.INVOICE_ID, "type": "invoice", "amount": Decimal("5.00")}
