@@ -10,19 +10,14 @@ client secret, and token values in responses become ``scrubbed-…`` placeholder
 
 from __future__ import annotations
 
-import copy
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
 
 import httpx
 import pytest
-import vcr
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from vcr.request import Request as VcrRequest
 
 from connector.adapters.netsuite import NetSuiteAdapter
 from connector.config import ConnectionSettings
@@ -32,6 +27,11 @@ from tests.contract.netsuite.netsuite_cassettes import (
     BASE_URL,
     CASSETTE_DIR,
     TOKEN_URL,
+)
+from tests.contract.vcrkit import (
+    ContractVCR,
+    make_contract_vcr,
+    request_scrubber,
 )
 
 CLIENT_ID = "3f1c0d9e7b2a4c58a6e0f1d2c3b4a596"
@@ -45,101 +45,20 @@ SECRET_STRINGS = (CLIENT_SECRET, TOKEN_SECRET)
 SECRET_FORM_FIELDS = frozenset(
     {"client_assertion", "client_secret", "client_id", "refresh_token", "code"}
 )
-# Keys of a token response whose values are replaced before recording.
-SECRET_JSON_FIELDS = ("access_token", "refresh_token", "id_token")
 # Request headers that are part of the contract: the live request must carry exactly
 # what the cassette recorded for them, including their absence.
 CONTRACT_HEADERS = ("Accept", "Content-Type", "Prefer", "X-NetSuite-Idempotency-Key")
-MATCH_ON = (
-    "method",
-    "scheme",
-    "host",
-    "port",
-    "path",
-    "query",
-    "body",
-    "raw_body",
-    "contract_headers",
-)
-
-
-def scrub_request(request: VcrRequest) -> VcrRequest:
-    """Drop the client assertion and any secret from form bodies (live requests too)."""
-    content_type = str(request.headers.get("Content-Type", ""))
-    body = request.body
-    if body and "application/x-www-form-urlencoded" in content_type.lower():
-        text = body.decode("utf-8") if isinstance(body, bytes) else str(body)
-        kept = [
-            (k, v)
-            for k, v in parse_qsl(text, keep_blank_values=True)
-            if k not in SECRET_FORM_FIELDS
-        ]
-        request.body = urlencode(kept)
-    return request
-
-
-def scrub_response(response: dict[str, Any]) -> dict[str, Any]:
-    """Replace token values of a token response by ``scrubbed-…`` placeholders."""
-    response = copy.deepcopy(response)
-    raw = response.get("body", {}).get("string")
-    if not raw:
-        return response
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return response
-    if not isinstance(data, dict):
-        return response
-    secret_keys = [
-        k for k in SECRET_JSON_FIELDS if k in data and not str(data[k]).startswith("scrubbed-")
-    ]
-    if secret_keys:
-        for key in secret_keys:
-            data[key] = f"scrubbed-{key.replace('_', '-')}"
-        text = json.dumps(data)
-        response["body"]["string"] = text.encode() if isinstance(raw, bytes) else text
-        for name in list(response.get("headers", {})):
-            if name.lower() == "content-length":
-                response["headers"][name] = [str(len(text.encode()))]
-    return response
-
-
-def contract_headers(live: VcrRequest, recorded: VcrRequest) -> None:
-    """The contract headers of the live request equal the recorded ones (or are absent)."""
-    problems = []
-    for name in CONTRACT_HEADERS:
-        got, want = live.headers.get(name), recorded.headers.get(name)
-        if got != want:
-            problems.append(f"{name}: sent {got!r}, cassette has {want!r}")
-    if problems:
-        raise AssertionError("; ".join(problems))
-
-
-class ContractVCR:
-    """``vcr.VCR`` whose cassettes never play an interaction twice."""
-
-    def __init__(self, config: vcr.VCR) -> None:
-        self.config = config
-
-    def use_cassette(self, name: str, **options: Any) -> Any:
-        """``vcr.use_cassette`` with ``allow_playback_repeats=False``."""
-        return self.config.use_cassette(name, allow_playback_repeats=False, **options)
+scrub_request = request_scrubber(SECRET_FORM_FIELDS)
 
 
 def make_vcr(cassette_dir: Path = CASSETTE_DIR, record_mode: str = "none") -> ContractVCR:
-    """The vcrpy configuration every NetSuite contract test uses."""
-    config = vcr.VCR(
-        cassette_library_dir=str(cassette_dir),
-        serializer="yaml",
+    """The vcrpy configuration of every NetSuite contract test."""
+    return make_contract_vcr(
+        cassette_dir,
+        contract_headers=CONTRACT_HEADERS,
+        secret_form_fields=SECRET_FORM_FIELDS,
         record_mode=record_mode,
-        match_on=MATCH_ON,
-        filter_headers=["authorization"],
-        before_record_request=scrub_request,
-        before_record_response=scrub_response,
-        decode_compressed_response=True,
     )
-    config.register_matcher("contract_headers", contract_headers)
-    return ContractVCR(config)
 
 
 def write_key(path: Path, key: Any) -> Path:

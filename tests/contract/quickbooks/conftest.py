@@ -10,8 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-import vcr
-from vcr.request import Request as VcrRequest
 
 from connector.adapters.quickbooks import QuickBooksAdapter
 from connector.config import ConnectionSettings
@@ -19,13 +17,11 @@ from connector.store import Store
 from tests.contract.conftest import (
     CLIENT_ID,
     CLIENT_SECRET,
-    MATCH_ON,
     REFRESH_TOKEN,
-    ContractVCR,
-    scrub_request,
-    scrub_response,
+    SECRET_FORM_FIELDS,
 )
 from tests.contract.quickbooks.qbo_cassettes import BASE_URL, CASSETTE_DIR, REALM_ID, TOKEN_URL
+from tests.contract.vcrkit import ContractVCR, make_contract_vcr
 
 # The request headers that are part of QuickBooks' contract: the live request must
 # carry exactly what the cassette recorded (including their absence). The requestid
@@ -33,31 +29,14 @@ from tests.contract.quickbooks.qbo_cassettes import BASE_URL, CASSETTE_DIR, REAL
 CONTRACT_HEADERS = ("Accept", "Content-Type")
 
 
-def contract_headers(live: VcrRequest, recorded: VcrRequest) -> None:
-    """The contract headers of the live request equal the recorded ones (or are absent)."""
-    problems = []
-    for name in CONTRACT_HEADERS:
-        got, want = live.headers.get(name), recorded.headers.get(name)
-        if got != want:
-            problems.append(f"{name}: sent {got!r}, cassette has {want!r}")
-    if problems:
-        raise AssertionError("; ".join(problems))
-
-
 def make_vcr(cassette_dir: Path = CASSETTE_DIR, record_mode: str = "none") -> ContractVCR:
     """The vcrpy configuration of every QuickBooks contract test."""
-    config = vcr.VCR(
-        cassette_library_dir=str(cassette_dir),
-        serializer="yaml",
+    return make_contract_vcr(
+        cassette_dir,
+        contract_headers=CONTRACT_HEADERS,
+        secret_form_fields=SECRET_FORM_FIELDS,
         record_mode=record_mode,
-        match_on=MATCH_ON,
-        filter_headers=["authorization"],
-        before_record_request=scrub_request,
-        before_record_response=scrub_response,
-        decode_compressed_response=True,
     )
-    config.register_matcher("contract_headers", contract_headers)
-    return ContractVCR(config)
 
 
 def make_settings(**overrides: Any) -> ConnectionSettings:
