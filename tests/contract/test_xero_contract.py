@@ -48,6 +48,7 @@ from tests.contract.conftest import (
     make_settings,
     make_vcr,
 )
+from tests.contract.vcrkit import stale_cassettes
 
 PAID_UPDATED = "/Date(1551981568133+0000)/"  # UpdatedDateUTC of the spec's INV-0006
 
@@ -630,8 +631,7 @@ def test_cassette_holds_no_secrets(path: Path) -> None:
 
 def test_cassettes_match_generator() -> None:
     assert xc.SAMPLES_FILE.exists(), f"{xc.SAMPLES_FILE} is vendored with the tests"
-    built = xc.build_all()
-    stale = [n for n, text in built.items() if (xc.CASSETTE_DIR / n).read_text("utf-8") != text]
+    stale = stale_cassettes(xc.build_all(), xc.CASSETTE_DIR)
     assert not stale, f"run python -m tests.contract.xero_cassettes; stale: {stale}"
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -135,3 +135,26 @@ def make_contract_vcr(
     )
     config.register_matcher("contract_headers", header_matcher(contract_headers))
     return ContractVCR(config)
+
+
+def stale_cassettes(built: Mapping[str, str], cassette_dir: Path) -> list[str]:
+    """Names of the generated cassettes whose committed file differs (or is missing)."""
+    stale = []
+    for name, text in built.items():
+        path = cassette_dir / name
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            stale.append(name)
+    return stale
+
+
+def generator_main(built: Mapping[str, str], cassette_dir: Path, argv: list[str]) -> int:
+    """A cassette generator's command line: write the stale ones (``--check``: only report)."""
+    check = "--check" in argv
+    stale = stale_cassettes(built, cassette_dir)
+    if not check:
+        cassette_dir.mkdir(parents=True, exist_ok=True)
+        for name in stale:
+            (cassette_dir / name).write_text(built[name], encoding="utf-8")
+    verb = "stale" if check else "written"
+    print(f"{len(stale)} cassette(s) {verb}: {', '.join(stale) or '-'}")
+    return 1 if check and stale else 0

@@ -69,6 +69,7 @@ from tests.contract.netsuite.conftest import (
     make_vcr,
     write_key,
 )
+from tests.contract.vcrkit import stale_cassettes
 
 SAMPLES = nc.load_samples()
 FACT_SHEET = Path(__file__).parent / "fact_sheet_netsuite.md"
@@ -725,8 +726,7 @@ def test_cassette_holds_no_secrets(path: Path) -> None:
 
 
 def test_cassettes_match_generator() -> None:
-    built = nc.build_all()
-    stale = [n for n, text in built.items() if (nc.CASSETTE_DIR / n).read_text("utf-8") != text]
+    stale = stale_cassettes(nc.build_all(), nc.CASSETTE_DIR)
     assert not stale, f"run python -m tests.contract.netsuite.netsuite_cassettes; stale: {stale}"
 
 

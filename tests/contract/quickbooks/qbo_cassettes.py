@@ -38,6 +38,7 @@ from urllib.parse import urlencode
 from vcr.serializers import yamlserializer
 
 from connector import jsonutil
+from tests.contract.vcrkit import generator_main
 
 SAMPLES_DIR = Path(
     os.environ.get(
@@ -690,20 +691,7 @@ def build_all(samples: dict[str, Any] | None = None) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Write the cassettes (``--check``: only report whether they are up to date)."""
-    args = sys.argv[1:] if argv is None else argv
-    check = "--check" in args
-    stale = []
-    CASSETTE_DIR.mkdir(parents=True, exist_ok=True)
-    for name, text in build_all().items():
-        path = CASSETTE_DIR / name
-        if path.exists() and path.read_text(encoding="utf-8") == text:
-            continue
-        stale.append(name)
-        if not check:
-            path.write_text(text, encoding="utf-8")
-    verb = "stale" if check else "written"
-    print(f"{len(stale)} cassette(s) {verb}: {', '.join(stale) or '-'}")
-    return 1 if check and stale else 0
+    return generator_main(build_all(), CASSETTE_DIR, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

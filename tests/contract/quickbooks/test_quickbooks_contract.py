@@ -53,6 +53,7 @@ from tests.adapters.quickbooks.conftest import Server
 from tests.contract.conftest import CLIENT_ID, CLIENT_SECRET, SECRET_STRINGS, ContractVCR
 from tests.contract.quickbooks import qbo_cassettes as qc
 from tests.contract.quickbooks.conftest import make_settings, make_vcr
+from tests.contract.vcrkit import stale_cassettes
 
 API_PATH = f"/v3/company/{qc.REALM_ID}"
 
@@ -735,8 +736,7 @@ def test_cassette_holds_no_secrets_and_starts_with_the_refresh(path: Path) -> No
 
 
 def test_cassettes_match_generator() -> None:
-    built = qc.build_all()
-    stale = [n for n, text in built.items() if (qc.CASSETTE_DIR / n).read_text("utf-8") != text]
+    stale = stale_cassettes(qc.build_all(), qc.CASSETTE_DIR)
     assert not stale, f"run python -m tests.contract.quickbooks.qbo_cassettes; stale: {stale}"
 
 
