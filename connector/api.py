@@ -24,7 +24,6 @@ import hashlib
 import hmac
 import json
 import queue
-import socket
 import threading
 import time
 from collections import Counter
@@ -34,7 +33,6 @@ from types import TracebackType
 from typing import Any
 
 import sqlalchemy as sa
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -46,6 +44,7 @@ from connector.config import ConnectionSettings, Settings
 from connector.errors import ConnectorError, DocumentNotFound
 from connector.logging import get_logger
 from connector.schema import Bill, Contact, Invoice, Payment
+from connector.serving import ThreadedServer
 from connector.store import Store, upsert_records
 from connector.sync.pull import PullEngine
 
@@ -553,8 +552,7 @@ class ApiServer:
         self.host = host if host is not None else settings.api.host
         self.port = port if port is not None else settings.api.port
         self.refresher = refresher or Refresher(settings, store, clock=clock)
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._runner: ThreadedServer | None = None
 
     @property
     def url(self) -> str:
@@ -569,54 +567,28 @@ class ApiServer:
             RuntimeError: Already running, or it did not start in time.
             OSError: The address cannot be bound.
         """
-        if self._thread is not None:
+        if self._runner is not None:
             raise RuntimeError("api server already started")
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets whose proto
-        # says TCP (else every keep-alive request waits on Nagle + delayed ACK).
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            sock.bind((self.host, self.port))
-        except OSError:
-            sock.close()
-            raise
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
+        runner = ThreadedServer(
             create_api(self.settings, self.store, self.refresher),
-            lifespan="off",
-            log_level="warning",
-            access_log=False,
-            log_config=None,
-            timeout_graceful_shutdown=2,
+            self.host,
+            self.port,
+            name="api server",
         )
-        server = uvicorn.Server(config)
         self.refresher.start()
-        thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name=f"api-{self.port}", daemon=True
-        )
-        self._server, self._thread = server, thread
-        thread.start()
-        deadline = time.monotonic() + timeout
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                sock.close()
-                raise RuntimeError("the api server did not start")
-            time.sleep(0.005)
+        try:
+            runner.start(timeout)
+        except BaseException:
+            self.refresher.stop(1.0)
+            raise
+        self._runner, self.port = runner, runner.port
         return self
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Stop serving, then the refresher (idempotent); True if both ended in time."""
         deadline = time.monotonic() + timeout
-        server, thread = self._server, self._thread
-        if server is not None:
-            server.should_exit = True
-        if thread is not None:
-            thread.join(max(deadline - time.monotonic(), 0.1))
-        clean = thread is None or not thread.is_alive()
-        self._server = self._thread = None
+        runner, self._runner = self._runner, None
+        clean = runner.stop(max(deadline - time.monotonic(), 0.1)) if runner is not None else True
         clean = self.refresher.stop(max(deadline - time.monotonic(), 0.1)) and clean
         return clean
 

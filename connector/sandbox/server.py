@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import re
 import signal
-import socket
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -17,6 +15,7 @@ import uvicorn
 
 from connector.sandbox.app import create_app
 from connector.sandbox.state import SandboxState
+from connector.serving import ThreadedServer
 
 __all__ = ["SandboxServer", "serve", "write_config"]
 
@@ -56,8 +55,7 @@ class SandboxServer:
         self._log_level = log_level
         self._access_log = access_log
         self._log_config = log_config
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._runner: ThreadedServer | None = None
 
     @property
     def url(self) -> str:
@@ -72,52 +70,27 @@ class SandboxServer:
             RuntimeError: If the server is already running or does not start in time.
             OSError: If the address cannot be bound.
         """
-        if self._thread is not None:
+        if self._runner is not None:
             raise RuntimeError("server already started")
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted
-        # sockets whose proto says TCP, and without it every keep-alive request
-        # waits ~40 ms on Nagle + delayed ACK. Set it on the listener too (inherited).
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            sock.bind((self.host, self.port))
-        except OSError:
-            sock.close()
-            raise
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
+        runner = ThreadedServer(
             create_app(self.state),
+            self.host,
+            self.port,
+            name="sandbox",
             http=self._http,
-            lifespan="off",
             log_level=self._log_level,
             access_log=self._access_log,
             log_config=self._log_config,
-            timeout_graceful_shutdown=2,
         )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name=f"sandbox-{self.port}", daemon=True
-        )
-        self._server, self._thread = server, thread
-        thread.start()
-        deadline = time.monotonic() + timeout
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("the sandbox server did not start")
-            time.sleep(0.005)
+        runner.start(timeout)
+        self._runner, self.port = runner, runner.port
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
         """Ask uvicorn to shut down and join its thread (idempotent)."""
-        server, thread = self._server, self._thread
-        if server is not None:
-            server.should_exit = True
-        if thread is not None:
-            thread.join(timeout)
-        self._server = self._thread = None
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.stop(timeout)
 
     def __enter__(self) -> SandboxServer:
         return self.start()

@@ -9,9 +9,7 @@ built directly (``build_adapter`` only knows NetSuite once it is a supported pro
 
 from __future__ import annotations
 
-import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,7 +19,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -33,6 +30,7 @@ from connector.sandbox.app import SandboxApp
 from connector.sandbox.clock import Clock
 from connector.sandbox.faults import Faults
 from connector.sandbox.netsuite import NetSuiteLedger, create_netsuite_app
+from connector.serving import ThreadedServer
 from connector.state import Attempt, ConnectionRecord, PaymentIntent
 from connector.store import Store
 from connector.sync.push import AllocationRequest, PushEngine
@@ -60,29 +58,8 @@ class Harness:
     def __init__(self) -> None:
         self._switch = _Switch()
         app = SandboxApp(routes=[Mount("/netsuite", app=self._switch)])
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            app,
-            lifespan="off",
-            log_level="warning",
-            access_log=False,
-            log_config=None,
-            timeout_graceful_shutdown=2,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the NetSuite harness did not start")
-            time.sleep(0.005)
+        self._runner = ThreadedServer(app, name="harness").start()
+        self.port = self._runner.port
 
     @property
     def url(self) -> str:
@@ -92,8 +69,7 @@ class Harness:
         self._switch.app = create_netsuite_app(ledger)
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(10)
+        self._runner.stop()
 
 
 @dataclass

@@ -9,9 +9,7 @@ the real :class:`PushEngine` / :class:`PullEngine` building :class:`QuickBooksAd
 from __future__ import annotations
 
 import dataclasses
-import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -20,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from starlette.routing import Mount
 
 from connector.adapters.quickbooks import QuickBooksAdapter
@@ -30,6 +27,7 @@ from connector.sandbox.app import SandboxApp
 from connector.sandbox.clock import Clock
 from connector.sandbox.faults import Faults
 from connector.sandbox.quickbooks import QuickBooksLedger, create_quickbooks_app
+from connector.serving import ThreadedServer
 from connector.state import PaymentIntent
 from connector.store import Store
 from connector.sync.pull import PullEngine
@@ -43,29 +41,8 @@ class Server:
 
     def __init__(self) -> None:
         self.app = SandboxApp(routes=[])
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            lifespan="off",
-            log_level="warning",
-            access_log=False,
-            log_config=None,
-            timeout_graceful_shutdown=2,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.005)
+        self._runner = ThreadedServer(self.app, name="harness").start()
+        self.port = self._runner.port
 
     @property
     def url(self) -> str:
@@ -77,8 +54,7 @@ class Server:
         )
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(10)
+        self._runner.stop()
 
 
 @pytest.fixture(scope="session")

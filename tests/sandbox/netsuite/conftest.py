@@ -12,7 +12,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import socket
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -23,7 +22,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from authlib.oauth1 import ClientAuth
 from authlib.oauth1.rfc5849.signature import generate_signature_base_string
 from authlib.oauth1.rfc5849.util import escape
@@ -40,6 +38,7 @@ from connector.sandbox.netsuite import (
 )
 from connector.sandbox.netsuite._jose import JsonWebToken
 from connector.sandbox.wire import dumps, loads
+from connector.serving import ThreadedServer
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 #: The sandbox clock of most tests: frozen, so a test never straddles a second by accident.
@@ -74,30 +73,8 @@ class Harness:
                 Mount("/_sandbox/netsuite", app=self._admin),
             ]
         )
-        # proto=IPPROTO_TCP + TCP_NODELAY, as SandboxServer does (no 40 ms Nagle stalls).
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            app,
-            lifespan="off",
-            log_level="warning",
-            access_log=False,
-            log_config=None,
-            timeout_graceful_shutdown=2,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the NetSuite harness did not start")
-            time.sleep(0.005)
+        self._runner = ThreadedServer(app, name="harness").start()
+        self.port = self._runner.port
 
     def serve(self, ledger: NetSuiteLedger) -> None:
         """Serve ``ledger`` from now on (the previous one stops being reachable)."""
@@ -109,8 +86,7 @@ class Harness:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(10)
+        self._runner.stop()
 
 
 def sign_hmac_sha256(client: Any, request: Any) -> str:

@@ -8,7 +8,6 @@ Until the shared app mounts the QuickBooks ledger, these tests serve their own h
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +20,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from starlette.routing import Mount
 
 from connector.sandbox.app import SandboxApp
@@ -33,6 +31,7 @@ from connector.sandbox.quickbooks import (
     create_quickbooks_app,
 )
 from connector.sandbox.wire import dumps, loads
+from connector.serving import ThreadedServer
 
 #: Vendored copies of ``/work/shared/samples/quickbooks`` (test_samples checks they match).
 SAMPLES = Path(__file__).parent / "samples"
@@ -44,30 +43,8 @@ class Server:
 
     def __init__(self) -> None:
         self.app = SandboxApp(routes=[])
-        # IPPROTO_TCP + TCP_NODELAY, as SandboxServer does (else ~40 ms per keep-alive call).
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            lifespan="off",
-            log_level="warning",
-            access_log=False,
-            log_config=None,
-            timeout_graceful_shutdown=2,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the harness did not start")
-            time.sleep(0.005)
+        self._runner = ThreadedServer(self.app, name="harness").start()
+        self.port = self._runner.port
 
     @property
     def url(self) -> str:
@@ -81,8 +58,7 @@ class Server:
         ]
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(10)
+        self._runner.stop()
 
 
 @dataclass
