@@ -35,6 +35,8 @@ __all__ = [
     "ConnectionSettings",
     "DaemonSettings",
     "DatabaseSettings",
+    "EventEndpoint",
+    "EventsSettings",
     "LoggingSettings",
     "SecuritySettings",
     "Settings",
@@ -95,6 +97,46 @@ class ApiSettings(_Strict):
     enabled: bool = True
     host: str = "127.0.0.1"  # loopback unless a person decides otherwise
     port: int = Field(default=8780, ge=0, le=65535)  # 0 = any free port (tests)
+    # Bearer token that protects /v1 (the intake API) and the operator page;
+    # put it in the environment: token = "${CONNECTOR_API_TOKEN}".
+    token: SecretStr | None = None
+
+
+#: Events the connector sends out (``[[events.endpoints]]`` may pick a subset).
+EVENT_TYPES = (
+    "allocation.applied",
+    "allocation.already_settled",
+    "allocation.rejected",
+    "allocation.conflict",
+    "connection.needs_attention",
+)
+EventType = Literal[
+    "allocation.applied",
+    "allocation.already_settled",
+    "allocation.rejected",
+    "allocation.conflict",
+    "connection.needs_attention",
+]
+
+
+class EventEndpoint(_Strict):
+    """One ``[[events.endpoints]]``: a URL that receives signed event webhooks."""
+
+    url: str = Field(min_length=1, pattern=r"^https?://")
+    secret: SecretStr  # HMAC-SHA256 key; put it in the environment
+    events: list[EventType] = Field(default_factory=lambda: list(EVENT_TYPES))
+    enabled: bool = True
+
+
+class EventsSettings(_Strict):
+    """``[events]``: signed webhooks out, retried with backoff (at-least-once)."""
+
+    endpoints: list[EventEndpoint] = Field(default_factory=list)
+    max_attempts: int = Field(default=15, ge=1, le=100)
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    backoff_first_seconds: float = Field(default=1.0, gt=0)
+    backoff_max_seconds: float = Field(default=3600.0, gt=0)
+    deliver_interval_seconds: float = Field(default=2.0, gt=0)
 
 
 class SecuritySettings(_Strict):
@@ -139,6 +181,13 @@ class ConnectionSettings(_Strict):
     mapping: dict[str, Any] = Field(default_factory=dict)
     reference_prefix: str = Field(default="cx", pattern=r"^[A-Za-z0-9-]{1,10}$")
     page_size: int = Field(default=100, ge=1, le=1000)
+    # Push policies. overpayment: what to do when an allocation exceeds the
+    # document's open balance: refuse it (reject), pay only the balance
+    # (apply_up_to_balance), or send the whole amount and leave the rest as the
+    # provider's unapplied credit (leave_unapplied).
+    overpayment: Literal["reject", "apply_up_to_balance", "leave_unapplied"] = "reject"
+    # Payments per push call; at most (and by default) the provider's own limit.
+    max_batch: int | None = Field(default=None, ge=1, le=100)
     timeout_seconds: float = Field(default=30.0, gt=0)
     max_inline_wait_seconds: float = Field(default=5.0, ge=0)
     enabled: bool = True
@@ -184,6 +233,7 @@ class Settings(_Strict):
     daemon: DaemonSettings = DaemonSettings()
     security: SecuritySettings = SecuritySettings()
     api: ApiSettings = ApiSettings()
+    events: EventsSettings = EventsSettings()
     connections: list[ConnectionSettings] = Field(default_factory=list)
     source: str = "<memory>"
 
@@ -354,6 +404,10 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
         for secret in (conn.refresh_token, conn.token_secret, conn.webhook_secret):
             if secret is not None:
                 register_secret(secret.get_secret_value())
+    if settings.api.token is not None:
+        register_secret(settings.api.token.get_secret_value())
+    for endpoint in settings.events.endpoints:
+        register_secret(endpoint.secret.get_secret_value())
     return settings
 
 

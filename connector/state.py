@@ -17,7 +17,18 @@ from sqlmodel import Field, SQLModel
 
 from connector.types import Money, UTCDateTime, utcnow
 
-__all__ = ["TERMINAL", "Attempt", "ConnectionRecord", "Cursor", "IntentState", "PaymentIntent"]
+__all__ = [
+    "TERMINAL",
+    "ApiRequest",
+    "Attempt",
+    "ConnectionRecord",
+    "Cursor",
+    "Event",
+    "EventDelivery",
+    "IntentState",
+    "PaymentIntent",
+    "PushBatch",
+]
 
 
 class IntentState(enum.StrEnum):
@@ -113,6 +124,84 @@ class PaymentIntent(SQLModel, table=True):
     lease_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     next_attempt_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     attempts: int = 0
+    # -- policies and batching (migration 0004) --
+    overpayment: str = Field(default="reject", max_length=32)  # the policy at intake
+    send_amount: Decimal | None = Field(default=None, sa_type=Money)  # as decided at preflight
+    payment_currency: str | None = Field(default=None, max_length=3)  # as the caller paid
+    payment_amount: Decimal | None = Field(default=None, sa_type=Money)  # in payment_currency
+    lines: str | None = None  # JSON: several documents of one contact in one payment
+    batch_id: str | None = Field(default=None, max_length=36, index=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class PushBatch(SQLModel, table=True):
+    """One push call: its members (``payment_intent.batch_id``) and key, stored before it is sent.
+
+    A retry within the provider's key window sends the identical batch under
+    the identical key, so the provider answers it from its idempotency cache.
+    """
+
+    __tablename__ = "push_batch"
+
+    id: str = Field(primary_key=True, max_length=36)
+    connection_id: str = Field(max_length=64, index=True)
+    provider_key: str = Field(max_length=128)
+    size: int
+    state: str = Field(default="open", max_length=16)  # open | sent | done
+    sends: int = 0
+    worker: str | None = Field(default=None, max_length=128)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    first_sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Event(SQLModel, table=True):
+    """An event to send out (``allocation.applied`` …); written in the transaction it reports."""
+
+    __tablename__ = "event"
+
+    id: str = Field(primary_key=True, max_length=36)  # the event id receivers dedupe on
+    type: str = Field(max_length=64)
+    connection_id: str | None = Field(default=None, max_length=64, index=True)
+    intent_id: str | None = Field(default=None, max_length=36, index=True)
+    payload: str  # JSON body's "data"
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class EventDelivery(SQLModel, table=True):
+    """One event to one endpoint: retried with backoff until delivered or out of attempts."""
+
+    __tablename__ = "event_delivery"
+    __table_args__ = (
+        sa.UniqueConstraint("event_id", "endpoint"),
+        sa.Index("ix_event_delivery_due", "state", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(foreign_key="event.id", max_length=36)
+    endpoint: str = Field(max_length=512)
+    state: str = Field(default="pending", max_length=16)  # pending | delivered | dead
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_status: int | None = None
+    last_error: str | None = Field(default=None, max_length=1024)
+    lease_owner: str | None = Field(default=None, max_length=128)
+    lease_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ApiRequest(SQLModel, table=True):
+    """An ``Idempotency-Key`` of the intake API and the response it got."""
+
+    __tablename__ = "api_request"
+
+    key: str = Field(primary_key=True, max_length=255)
+    fingerprint: str = Field(max_length=64)  # sha256 of method, path and body
+    state: str = Field(default="in_progress", max_length=16)  # in_progress | done
+    status_code: int | None = None
+    response_body: str | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 

@@ -40,9 +40,9 @@ def make_intent(connection: str = "c1", key: str | None = None, **kw: object) ->
 
 
 def test_migrations_are_idempotent_and_current(store: Store) -> None:
-    assert store.current_revision() == store.head_revision() == "0003"
+    assert store.current_revision() == store.head_revision() == "0004"
     store.upgrade()
-    assert store.current_revision() == "0003"
+    assert store.current_revision() == "0004"
     tables = set(sa.inspect(store.engine).get_table_names())
     assert {
         "invoice",
@@ -55,6 +55,10 @@ def test_migrations_are_idempotent_and_current(store: Store) -> None:
         "cursor",
         "payment_intent",
         "attempt",
+        "push_batch",
+        "event",
+        "event_delivery",
+        "api_request",
         "alembic_version",
     } <= tables
 
