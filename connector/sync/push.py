@@ -27,11 +27,13 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlmodel import col, select
@@ -45,7 +47,7 @@ from connector.adapters.base import (
     build_adapter,
 )
 from connector.clock import Clock, SystemClock
-from connector.config import Settings
+from connector.config import ConfigError, Settings
 from connector.errors import (
     AmountExceedsBalance,
     AuthExpired,
@@ -59,15 +61,19 @@ from connector.errors import (
     Transient,
 )
 from connector.logging import get_logger
-from connector.money import AmountError, parse_amount, quantize, to_decimal
+from connector.money import AmountError, minor_units, parse_amount, quantize, to_decimal
 from connector.schema import Bill, Invoice, Payment, PaymentAllocation
 from connector.state import TERMINAL, Attempt, ConnectionRecord, IntentState, PaymentIntent
 from connector.store import Store, upsert_records
 
 __all__ = [
+    "AllocationLine",
     "AllocationRequest",
+    "Decision",
     "IntakeError",
+    "IntakeRejected",
     "IntakeResult",
+    "PlanItem",
     "PushEngine",
     "SimulatedCrash",
 ]
@@ -105,8 +111,24 @@ class IntakeError(Exception):
 
 
 @dataclass(frozen=True)
+class AllocationLine:
+    """One document of a multi-document allocation and the amount applied to it."""
+
+    document: str  # number or remote id
+    amount: str | Decimal
+
+
+@dataclass(frozen=True)
 class AllocationRequest:
-    """ "Pay ``amount`` of ``document`` on ``connection_id``" as a caller asks it."""
+    """ "Pay ``amount`` of ``document`` on ``connection_id``" as a caller asks it.
+
+    ``currency``: the payment's currency; when it differs from the document's,
+    ``currency_rate`` (document-currency units per payment-currency unit) must be
+    given and the amount applied is ``amount * currency_rate``, rounded to the
+    document currency's minor units. ``lines``: several documents of one contact
+    in one payment (``document`` and ``amount`` are then the first line and the
+    total; the total may exceed the lines only under ``leave_unapplied``).
+    """
 
     connection_id: str
     document: str  # the document's number or remote id
@@ -116,23 +138,39 @@ class AllocationRequest:
     reference: str | None = None
     idempotency_key: str | None = None
     document_type: str = "invoice"
+    currency: str | None = None
+    currency_rate: str | Decimal | None = None
+    lines: tuple[AllocationLine, ...] = ()
 
     def fingerprint(self) -> str:
         """A digest of what the caller asked for, to tell a replay from a misuse."""
-        try:
-            amount = format(to_decimal(self.amount).normalize(), "f")
-        except AmountError:
-            amount = str(self.amount)
-        canonical = {
+        canonical: dict[str, Any] = {
             "connection": self.connection_id,
             "document_type": self.document_type,
             "document": self.document.strip(),
-            "amount": amount,
+            "amount": _canonical_amount(self.amount),
             "date": self.transaction_date.isoformat() if self.transaction_date else None,
             "account": self.account_code,
             "reference": self.reference,
         }
+        # New fields enter the digest only when used, so the keys of requests
+        # stored before they existed still match their replays.
+        if self.currency is not None:
+            canonical["currency"] = self.currency.upper()
+        if self.currency_rate is not None:
+            canonical["currency_rate"] = _canonical_amount(self.currency_rate)
+        if self.lines:
+            canonical["lines"] = [
+                [line.document.strip(), _canonical_amount(line.amount)] for line in self.lines
+            ]
         return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+
+def _canonical_amount(value: str | Decimal) -> str:
+    try:
+        return format(to_decimal(value).normalize(), "f")
+    except AmountError:
+        return str(value)
 
 
 @dataclass(frozen=True)
@@ -141,6 +179,143 @@ class IntakeResult:
 
     intent: PaymentIntent
     created: bool
+
+
+class IntakeRejected(Exception):
+    """Some allocations of a batch were refused: nothing of the batch was stored."""
+
+    def __init__(self, errors: list[tuple[int, IntakeError]]) -> None:
+        super().__init__(f"{len(errors)} allocation(s) refused; nothing stored")
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    """What a push of one allocation would do now (dry-run): nothing is written."""
+
+    index: int
+    request: AllocationRequest
+    outcome: str  # send | already_settled | rejected | conflict | invalid | replay
+    code: str | None
+    message: str
+    document_number: str | None = None
+    document_remote_id: str | None = None
+    document_status: str | None = None
+    balance: Decimal | None = None
+    currency: str | None = None
+    send_amount: Decimal | None = None
+    unapplied: Decimal | None = None
+    balance_after: Decimal | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready (amounts as strings)."""
+        out: dict[str, Any] = {
+            "index": self.index,
+            "connection_id": self.request.connection_id,
+            "document": self.request.document,
+            "amount": str(self.request.amount),
+            "idempotency_key": self.request.idempotency_key,
+            "outcome": self.outcome,
+            "code": self.code,
+            "message": self.message,
+            "document_number": self.document_number,
+            "document_remote_id": self.document_remote_id,
+            "document_status": self.document_status,
+            "currency": self.currency,
+        }
+        for name in ("balance", "send_amount", "unapplied", "balance_after"):
+            value = getattr(self, name)
+            out[name] = None if value is None else str(value)
+        return out
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The policy's answer for one intent against a fresh read of its document."""
+
+    outcome: str  # send | already_settled | rejected | conflict
+    code: str | None
+    message: str
+    send_amount: Decimal | None = None  # applied to the document
+    unapplied: Decimal = Decimal(0)  # sent on top, left as the provider's unapplied credit
+
+
+def decide(
+    *,
+    amount: Decimal,
+    currency: str,
+    doc: DocumentSnapshot,
+    document_type: str,
+    overpayment: str,
+    accepted_balance: Decimal | None,
+    unapplied_credit: bool,
+) -> Decision:
+    """The push policy, shared by the push and the dry-run.
+
+    ``accepted_balance`` is the document's balance when the allocation was
+    accepted: an amount that fitted then but not now means someone else paid
+    in between (``conflict`` with both amounts, or ``already_settled`` when
+    nothing is left), not a bad allocation.
+    """
+    what = f"{document_type} {doc.number or doc.remote_id}"
+    note = f"{doc.provider_status}, balance {doc.balance} {doc.currency}"
+    if doc.status == "paid" or (doc.payable and doc.balance == 0):
+        return Decision(
+            "already_settled", "already_settled", f"{what} is already paid ({note}); nothing sent"
+        )
+    if not doc.payable:
+        return Decision(
+            "rejected",
+            "document_not_payable",
+            f"{what} is {doc.provider_status}; only approved (AUTHORISED) documents take payments",
+        )
+    if currency and doc.currency != currency:
+        return Decision(
+            "rejected",
+            "currency_mismatch",
+            f"{what} is in {doc.currency}, the allocation in {currency}",
+        )
+    amount = quantize(amount, doc.currency)
+    if amount <= doc.balance:
+        return Decision("send", None, f"pay {amount} {doc.currency} of {what} ({note})", amount)
+    moved = accepted_balance is not None and amount <= accepted_balance
+    if overpayment == "apply_up_to_balance":
+        return Decision(
+            "send",
+            "applied_up_to_balance",
+            f"pay {doc.balance} of the {amount} {doc.currency} asked: the open balance of {what}",
+            doc.balance,
+        )
+    if overpayment == "leave_unapplied" and not moved:
+        if not unapplied_credit:
+            return Decision(
+                "rejected",
+                "unapplied_credit_not_supported",
+                f"amount {amount} exceeds the open balance {doc.balance} {doc.currency} of {what} "
+                f"and this provider keeps no unapplied credit on a payment; use "
+                f'overpayment = "apply_up_to_balance" or "reject" for this connection',
+            )
+        rest = amount - doc.balance
+        return Decision(
+            "send",
+            "left_unapplied",
+            f"pay {doc.balance} of {what} and leave {rest} {doc.currency} unapplied",
+            doc.balance,
+            rest,
+        )
+    if moved:
+        return Decision(
+            "conflict",
+            "balance_moved",
+            f"{what} balance is now {doc.balance} {doc.currency}, below the allocation of "
+            f"{amount} (it was {accepted_balance} when the allocation was accepted); someone "
+            f"else paid part of it",
+        )
+    return Decision(
+        "rejected",
+        "amount_exceeds_balance",
+        f"amount {amount} exceeds the open balance {doc.balance} {doc.currency} of {what}",
+    )
 
 
 def _default_worker() -> str:
@@ -206,26 +381,203 @@ class PushEngine:
             raise SimulatedCrash(name)
 
     # -- intake ---------------------------------------------------------------------
-    def intake(self, request: AllocationRequest) -> IntakeResult:
+    def intake(self, request: AllocationRequest, *, defer_unreadable: bool = False) -> IntakeResult:
         """Store an allocation as an intent, idempotently on the caller's key.
 
         Same key and same request → the existing intent. Same key and another
         request → :class:`IntakeError`, nothing stored. The document is read
         fresh from the ledger so an unknown document or an amount the currency
-        cannot hold is refused here, with nothing stored.
+        cannot hold is refused here, with nothing stored. With
+        ``defer_unreadable`` an allocation whose document cannot be read now
+        (rate limit, outage) is stored all the same and resolved at preflight.
 
         Raises:
             IntakeError: the allocation cannot be accepted (see ``code``).
             ConfigError: the connection is not in the config.
         """
+        try:
+            return self.intake_many([request], defer_unreadable=defer_unreadable)[0]
+        except IntakeRejected as exc:
+            raise exc.errors[0][1] from None
+
+    def intake_many(
+        self, requests: Sequence[AllocationRequest], *, defer_unreadable: bool = False
+    ) -> list[IntakeResult]:
+        """Store many allocations at once: every one is validated before any is stored.
+
+        Returns one result per request, in order (a replay returns the stored
+        intent with ``created=False``; a key repeated within ``requests`` with the
+        same allocation is one intent).
+
+        Raises:
+            IntakeRejected: with every refused request's index and reason; nothing stored.
+        """
+        errors: list[tuple[int, IntakeError]] = []
+        slots: list[PaymentIntent | IntakeResult | None] = [None] * len(requests)
+        first_of_key: dict[tuple[str, str], int] = {}
+        fresh: list[tuple[int, AllocationRequest, str, str]] = []
+        for i, request in enumerate(requests):
+            try:
+                conn = self.settings.connection(request.connection_id)
+            except ConfigError as exc:
+                errors.append((i, IntakeError("unknown_connection", f"{exc.problem}; {exc.fix}")))
+                continue
+            fingerprint = request.fingerprint()
+            key = (request.idempotency_key or f"auto-{fingerprint[:40]}").strip()
+            if not key or len(key) > 255:
+                errors.append(
+                    (
+                        i,
+                        IntakeError(
+                            "invalid_key", "the idempotency key must be 1 to 255 characters"
+                        ),
+                    )
+                )
+                continue
+            seen = first_of_key.get((conn.id, key))
+            if seen is not None:
+                first = requests[seen]
+                if first.fingerprint() != fingerprint:
+                    errors.append(
+                        (
+                            i,
+                            IntakeError(
+                                "idempotency_key_reused",
+                                f"key {key!r} is used by row {seen + 1} for a different "
+                                f"allocation; nothing stored. Use a new key for a new allocation.",
+                            ),
+                        )
+                    )
+                continue
+            first_of_key[(conn.id, key)] = i
+            fresh.append((i, request, fingerprint, key))
+        # Replays: one query per connection for the keys already stored.
+        by_conn: dict[str, list[tuple[int, AllocationRequest, str, str]]] = {}
+        for item in fresh:
+            by_conn.setdefault(item[1].connection_id, []).append(item)
+        todo: list[tuple[int, AllocationRequest, str, str]] = []
+        for conn_id, items in by_conn.items():
+            stored = self._find_intents(conn_id, [key for _i, _r, _f, key in items])
+            for i, request, fingerprint, key in items:
+                existing = stored.get(key)
+                if existing is None:
+                    todo.append((i, request, fingerprint, key))
+                    continue
+                try:
+                    slots[i] = self._replay(existing, fingerprint, key)
+                except IntakeError as exc:
+                    errors.append((i, exc))
+        prepared = self._prepare_all(todo, defer_unreadable)
+        for i, outcome in prepared.items():
+            if isinstance(outcome, IntakeError):
+                errors.append((i, outcome))
+            else:
+                slots[i] = outcome
+        if errors:
+            errors.sort(key=lambda e: e[0])
+            raise IntakeRejected(errors)
+        new_intents = [slot for slot in slots if isinstance(slot, PaymentIntent)]
+        if new_intents:
+            try:
+                with self.store.session() as s:
+                    s.add_all(new_intents)
+            except sa.exc.IntegrityError:
+                # Another intake stored one of these keys meanwhile: answer it as a replay.
+                if len(requests) == 1:
+                    return self.intake_many(requests, defer_unreadable=defer_unreadable)
+                raise
+            for intent in new_intents:
+                log.info(
+                    "intent_stored",
+                    intent=intent.id,
+                    connection=intent.connection_id,
+                    document=intent.document_number or intent.document_ref,
+                    amount=str(intent.amount),
+                    currency=intent.currency,
+                )
+        results: list[IntakeResult] = []
+        for i, slot in enumerate(slots):
+            if isinstance(slot, IntakeResult):
+                results.append(slot)
+            elif isinstance(slot, PaymentIntent):
+                results.append(IntakeResult(slot, True))
+            else:  # a repeat of an earlier row's key
+                request = requests[i]
+                key = (request.idempotency_key or f"auto-{request.fingerprint()[:40]}").strip()
+                earlier = results[first_of_key[(request.connection_id, key)]]
+                results.append(IntakeResult(earlier.intent, False))
+        return results
+
+    def _prepare_all(
+        self, todo: list[tuple[int, AllocationRequest, str, str]], defer_unreadable: bool
+    ) -> dict[int, PaymentIntent | IntakeError]:
+        """Validate and read the documents of new allocations, several at a time."""
+        out: dict[int, PaymentIntent | IntakeError] = {}
+        if not todo:
+            return out
+        workers = 1
+        if len(todo) > 1:
+            workers = min(
+                8, len(todo), *(self._concurrency(r.connection_id) for _, r, _, _ in todo)
+            )
+        if workers <= 1:
+            for i, request, fingerprint, key in todo:
+                out[i] = self._prepare_or_error(request, fingerprint, key, defer_unreadable)
+            return out
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="intake") as pool:
+            futures = {
+                i: pool.submit(self._prepare_or_error, request, fingerprint, key, defer_unreadable)
+                for i, request, fingerprint, key in todo
+            }
+            for i, future in futures.items():
+                out[i] = future.result()
+        return out
+
+    def _concurrency(self, connection_id: str) -> int:
+        try:
+            return max(1, self.adapter(connection_id).capabilities.concurrency)
+        except Exception:
+            return 1
+
+    def _prepare_or_error(
+        self, request: AllocationRequest, fingerprint: str, key: str, defer_unreadable: bool
+    ) -> PaymentIntent | IntakeError:
+        try:
+            return self.prepare(
+                request, fingerprint=fingerprint, key=key, defer_unreadable=defer_unreadable
+            )
+        except IntakeError as exc:
+            return exc
+
+    def prepare(
+        self,
+        request: AllocationRequest,
+        *,
+        fingerprint: str | None = None,
+        key: str | None = None,
+        defer_unreadable: bool = False,
+    ) -> PaymentIntent:
+        """Validate an allocation and build its intent, without storing anything.
+
+        Raises:
+            IntakeError: the allocation cannot be accepted (see ``code``).
+        """
         conn = self.settings.connection(request.connection_id)
-        fingerprint = request.fingerprint()
-        key = (request.idempotency_key or f"auto-{fingerprint[:40]}").strip()
-        if not key or len(key) > 255:
-            raise IntakeError("invalid_key", "the idempotency key must be 1 to 255 characters")
-        existing = self._find_intent(conn.id, key)
-        if existing is not None:
-            return self._replay(existing, fingerprint, key)
+        fingerprint = fingerprint or request.fingerprint()
+        key = key or (request.idempotency_key or f"auto-{fingerprint[:40]}").strip()
+        if request.document_type not in ("invoice", "bill"):
+            raise IntakeError(
+                "invalid_document_type",
+                f"document_type {request.document_type!r} must be invoice (AR) or bill (AP)",
+            )
+        if not request.document.strip() and not request.lines:
+            raise IntakeError("missing_document", "name the document (its number or id) to pay")
+        if request.lines:
+            raise IntakeError(
+                "not_supported",
+                "allocations over several documents are not accepted by this version yet; "
+                "send one allocation per document",
+            )
         try:
             preliminary = to_decimal(request.amount)
         except AmountError as exc:
@@ -234,7 +586,27 @@ class PushEngine:
             raise IntakeError(
                 "invalid_amount", f"amount {request.amount!r} must be a number greater than zero"
             )
-        account = request.account_code or conn.payment_account_code
+        rate: Decimal | None = None
+        if request.currency_rate is not None:
+            try:
+                rate = to_decimal(request.currency_rate)
+            except AmountError as exc:
+                raise IntakeError("invalid_currency_rate", str(exc)) from None
+            if not rate.is_finite() or rate <= 0:
+                raise IntakeError(
+                    "invalid_currency_rate",
+                    f"currency_rate {request.currency_rate!r} must be a number greater than zero",
+                )
+        pay_currency = request.currency.strip().upper() if request.currency else None
+        if pay_currency is not None:
+            try:
+                minor_units(pay_currency)
+            except AmountError as exc:
+                raise IntakeError("invalid_currency", str(exc)) from None
+        account = request.account_code or (
+            conn.bill_payment_account_code if request.document_type == "bill" else None
+        )
+        account = account or conn.payment_account_code
         if not account:
             raise IntakeError(
                 "missing_account",
@@ -245,25 +617,55 @@ class PushEngine:
             adapter = self.adapter(conn.id)
         except NotImplementedError as exc:
             raise IntakeError("provider_not_supported", str(exc)) from None
+        doc: DocumentSnapshot | None
         try:
             doc = adapter.get_document(request.document, request.document_type)
         except DocumentNotFound as exc:
             raise IntakeError("document_not_found", str(exc)) from None
         except ConnectorError as exc:
-            raise IntakeError(
-                "provider_unavailable",
-                f"could not read {request.document_type} {request.document!r} from the ledger "
-                f"({exc.code}: {exc.message}); nothing was stored, try again",
-            ) from None
-        try:
-            amount = parse_amount(request.amount, doc.currency)
-        except AmountError as exc:
-            raise IntakeError("invalid_amount", str(exc)) from None
+            if not defer_unreadable or not pay_currency:
+                hint = (
+                    " (or give the payment's currency to store it now and read it later)"
+                    if defer_unreadable
+                    else ""
+                )
+                raise IntakeError(
+                    "provider_unavailable",
+                    f"could not read {request.document_type} {request.document!r} from the "
+                    f"ledger ({exc.code}: {exc.message}); nothing was stored, try again{hint}",
+                ) from None
+            doc = None  # resolved at preflight
+        doc_currency = doc.currency if doc is not None else pay_currency
+        assert doc_currency is not None
+        payment_amount: Decimal | None = None
+        if pay_currency is not None and pay_currency != doc_currency:
+            if rate is None:
+                raise IntakeError(
+                    "currency_mismatch",
+                    f"the payment is in {pay_currency} but {request.document_type} "
+                    f"{request.document} is in {doc_currency}; give currency_rate "
+                    f"({doc_currency} per {pay_currency}) or pay in {doc_currency}",
+                )
+            try:
+                payment_amount = parse_amount(request.amount, pay_currency)
+            except AmountError as exc:
+                raise IntakeError("invalid_amount", str(exc)) from None
+            amount = quantize(payment_amount * rate, doc_currency)
+            if amount <= 0:
+                raise IntakeError(
+                    "invalid_amount",
+                    f"{payment_amount} {pay_currency} at {rate} is 0 {doc_currency}",
+                )
+        else:
+            try:
+                amount = parse_amount(request.amount, doc_currency)
+            except AmountError as exc:
+                raise IntakeError("invalid_amount", str(exc)) from None
         intent_id = str(uuid.uuid4())
         marker = f"{conn.reference_prefix}-{uuid.UUID(intent_id).hex[:16]}"
         reference = f"{request.reference} ({marker})" if request.reference else marker
         now = self.clock.now()
-        intent = PaymentIntent(
+        return PaymentIntent(
             id=intent_id,
             connection_id=conn.id,
             idempotency_key=key,
@@ -271,39 +673,119 @@ class PushEngine:
             state=IntentState.PENDING.value,
             document_type=request.document_type,
             document_ref=request.document.strip(),
-            document_remote_id=doc.remote_id,
-            document_number=doc.number,
-            contact_remote_id=doc.contact_remote_id,
+            document_remote_id=doc.remote_id if doc else None,
+            document_number=doc.number if doc else None,
+            contact_remote_id=doc.contact_remote_id if doc else None,
             amount=amount,
-            currency=doc.currency,
-            transaction_date=request.transaction_date or now.date(),
+            currency=doc_currency,
+            currency_rate=rate,
+            payment_currency=pay_currency if payment_amount is not None else None,
+            payment_amount=payment_amount,
+            transaction_date=request.transaction_date or self._ledger_today(conn.timezone),
             account_code=account,
             caller_reference=request.reference,
             reference=reference,
             key_version=1,
             provider_key=self._provider_key(conn.reference_prefix, intent_id, 1),
+            overpayment=conn.overpayment,
+            preflight_balance=doc.balance if doc else None,
+            preflight_row_version=doc.row_version if doc else None,
             next_attempt_at=now,
             created_at=now,
             updated_at=now,
         )
+
+    def _ledger_today(self, timezone: str) -> date:
+        """Today in the ledger's own calendar (a transaction date is never shifted)."""
+        return self.clock.now().astimezone(ZoneInfo(timezone)).date()
+
+    def plan(self, requests: Sequence[AllocationRequest]) -> list[PlanItem]:
+        """Dry-run: preflight each allocation and say what a push would do now.
+
+        Reads the ledger; writes nothing, neither to the ledger nor to the store.
+        """
+        items: list[PlanItem] = []
+        for index, request in enumerate(requests):
+            items.append(self._plan_one(index, request))
+        return items
+
+    def _plan_one(self, index: int, request: AllocationRequest) -> PlanItem:
         try:
-            with self.store.session() as s:
-                s.add(intent)
-        except sa.exc.IntegrityError:
-            # Another intake with the same key won the race: answer as a replay.
-            existing = self._find_intent(conn.id, key)
-            if existing is None:  # pragma: no cover - the constraint says it exists
-                raise
-            return self._replay(existing, fingerprint, key)
-        log.info(
-            "intent_stored",
-            intent=intent.id,
-            connection=conn.id,
-            document=doc.number,
-            amount=str(amount),
-            currency=doc.currency,
+            conn = self.settings.connection(request.connection_id)
+        except ConfigError as exc:
+            return PlanItem(index, request, "invalid", "unknown_connection", exc.problem)
+        fingerprint = request.fingerprint()
+        key = (request.idempotency_key or f"auto-{fingerprint[:40]}").strip()
+        existing = self._find_intents(conn.id, [key]).get(key) if key else None
+        if existing is not None:
+            if existing.fingerprint != fingerprint:
+                return PlanItem(
+                    index,
+                    request,
+                    "invalid",
+                    "idempotency_key_reused",
+                    f"key {key!r} was already used for a different allocation "
+                    f"(intent {existing.id})",
+                )
+            return PlanItem(
+                index,
+                request,
+                "replay",
+                existing.state,
+                f"already stored as intent {existing.id} ({existing.state}); nothing new would "
+                f"be sent",
+                document_number=existing.document_number,
+                document_remote_id=existing.document_remote_id,
+                currency=existing.currency,
+            )
+        try:
+            intent = self.prepare(request, fingerprint=fingerprint, key=key)
+        except IntakeError as exc:
+            return PlanItem(index, request, "invalid", exc.code, exc.message)
+        assert intent.document_remote_id is not None
+        adapter = self.adapter(conn.id)
+        try:
+            doc = adapter.get_document(intent.document_remote_id, intent.document_type)
+        except ConnectorError as exc:
+            return PlanItem(index, request, "invalid", exc.code, exc.message)
+        decision = decide(
+            amount=intent.amount,
+            currency=intent.currency,
+            doc=doc,
+            document_type=intent.document_type,
+            overpayment=intent.overpayment,
+            accepted_balance=None,
+            unapplied_credit=getattr(adapter.capabilities, "unapplied_credit", False),
         )
-        return IntakeResult(intent, True)
+        after = None if decision.send_amount is None else doc.balance - decision.send_amount
+        return PlanItem(
+            index,
+            request,
+            decision.outcome,
+            decision.code,
+            decision.message,
+            document_number=doc.number,
+            document_remote_id=doc.remote_id,
+            document_status=doc.provider_status,
+            balance=doc.balance,
+            currency=doc.currency,
+            send_amount=decision.send_amount,
+            unapplied=decision.unapplied if decision.unapplied else None,
+            balance_after=after,
+        )
+
+    def _find_intents(self, connection_id: str, keys: list[str]) -> dict[str, PaymentIntent]:
+        found: dict[str, PaymentIntent] = {}
+        with self.store.session() as s:
+            for chunk in range(0, len(keys), 500):
+                rows = s.exec(
+                    select(PaymentIntent).where(
+                        PaymentIntent.connection_id == connection_id,
+                        col(PaymentIntent.idempotency_key).in_(keys[chunk : chunk + 500]),
+                    )
+                ).all()
+                found.update({row.idempotency_key: row for row in rows})
+        return found
 
     def _find_intent(self, connection_id: str, key: str) -> PaymentIntent | None:
         with self.store.session() as s:

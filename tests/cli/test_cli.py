@@ -308,7 +308,7 @@ def test_db_upgrade_creates_the_schema_from_nothing(tmp_path: Path) -> None:
     config.write_text(f'[database]\nurl = "sqlite:///{db}"\n')
     result = run("db", "upgrade", "--config", str(config))
     assert result.returncode == 0, result.stderr
-    assert "revision 0003" in result.stdout
+    assert "revision 0004" in result.stdout
     import sqlite3
 
     with sqlite3.connect(db) as conn:
