@@ -13,7 +13,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -124,7 +124,7 @@ class EventEndpoint(_Strict):
 
     url: str = Field(min_length=1, pattern=r"^https?://")
     secret: SecretStr  # HMAC-SHA256 key; put it in the environment
-    events: list[EventType] = Field(default_factory=lambda: list(EVENT_TYPES))
+    events: list[EventType] = Field(default_factory=lambda: list(get_args(EventType)))
     enabled: bool = True
 
 

@@ -148,7 +148,10 @@ class PushBatch(SQLModel, table=True):
     connection_id: str = Field(max_length=64, index=True)
     provider_key: str = Field(max_length=128)
     size: int
-    state: str = Field(default="open", max_length=16)  # open | sent | done
+    members: str = ""  # JSON list of the member intent ids, in the order sent
+    # sending: stored, the call may have left; open: only refused before processing
+    # (resend as is); sent: an answer was lost (look up before resending); done.
+    state: str = Field(default="sending", max_length=16)
     sends: int = 0
     worker: str | None = Field(default=None, max_length=128)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -19,6 +19,7 @@ resend goes out under a new key version.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -29,7 +30,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -60,10 +61,18 @@ from connector.errors import (
     StaleRowVersion,
     Transient,
 )
+from connector.events import bind_store, record_event
 from connector.logging import get_logger
 from connector.money import AmountError, minor_units, parse_amount, quantize, to_decimal
 from connector.schema import Bill, Invoice, Payment, PaymentAllocation
-from connector.state import TERMINAL, Attempt, ConnectionRecord, IntentState, PaymentIntent
+from connector.state import (
+    TERMINAL,
+    Attempt,
+    ConnectionRecord,
+    IntentState,
+    PaymentIntent,
+    PushBatch,
+)
 from connector.store import Store, upsert_records
 
 __all__ = [
@@ -91,6 +100,10 @@ PARKED_RETRY = timedelta(minutes=5)
 # Safety valve for the per-intent state loop (preflight → send → reconcile …).
 MAX_STEPS_PER_CLAIM = 8
 DEFAULT_LEASE = timedelta(seconds=120)
+# Intents claimed per round; connections worked at once.
+DEFAULT_CLAIM = 500
+MAX_PARALLEL_CONNECTIONS = 8
+_REQUEST_FIELDS = frozenset(f.name for f in fields(PaymentRequest))
 
 
 class SimulatedCrash(BaseException):
@@ -355,6 +368,10 @@ class PushEngine:
         self._factory = adapter_factory or self._build_adapter
         self._adapters: dict[str, Adapter] = {}
         self._stop = threading.Event()
+        # Intents a whole-call refusal sent back: each goes alone next time.
+        self._solo: set[str] = set()
+        # The token refresher records connection.needs_attention through the store.
+        bind_store(store, settings)
 
     # -- plumbing -------------------------------------------------------------------
     def _build_adapter(self, connection_id: str) -> Adapter:
@@ -817,9 +834,14 @@ class PushEngine:
         *,
         connection_ids: list[str] | None = None,
         intent_ids: list[str] | None = None,
-        limit: int = 25,
+        limit: int | None = None,
     ) -> Counter[str]:
-        """Claim due intents and drive each as far as it can go now.
+        """Claim due intents and drive them, a connection's worth at a time, as far as they go now.
+
+        The claimed intents of one connection are preflighted with batched reads
+        and sent in the provider's largest safe call (``capabilities.max_batch``);
+        several calls of a connection go out at once up to its concurrency, and
+        several connections are worked in parallel.
 
         Returns:
             How many intents ended this round in each state.
@@ -831,25 +853,32 @@ class PushEngine:
             worker=self.worker_id,
             now=self.clock.now(),
             lease=self.lease,
-            limit=limit,
+            limit=limit or DEFAULT_CLAIM,
             connection_ids=connection_ids,
             intent_ids=intent_ids,
         )
-        for intent in claimed:
-            if self._stop.is_set():
+        if not claimed:
+            return counts
+        if self._stop.is_set():
+            for intent in claimed:
                 self._release(intent)
-                continue
-            self._checkpoint("after_claim")
-            try:
-                self._process(intent)
-            except LeaseLost:
-                log.warning("lease_lost", intent=intent.id)
-                continue
-            except SimulatedCrash:
-                raise
-            except Exception as exc:  # a bug or an odd response: park the intent, go on
-                log.exception("intent_failed", intent=intent.id, error=repr(exc))
-                self._defer(intent, timedelta(seconds=60), "internal_error", repr(exc)[:500])
+            return counts
+        self._checkpoint("after_claim")
+        groups: dict[str, list[PaymentIntent]] = {}
+        for intent in claimed:
+            groups.setdefault(intent.connection_id, []).append(intent)
+        if len(groups) == 1:
+            [(conn_id, members)] = groups.items()
+            self._process_connection(conn_id, members)
+        else:
+            with ThreadPoolExecutor(
+                max_workers=min(MAX_PARALLEL_CONNECTIONS, len(groups)),
+                thread_name_prefix="push-conn",
+            ) as pool:
+                futures = [pool.submit(self._process_connection, c, m) for c, m in groups.items()]
+                for future in futures:
+                    future.result()  # re-raises SimulatedCrash and bugs
+        for intent in claimed:
             counts[intent.state] += 1
         return counts
 
@@ -867,57 +896,93 @@ class PushEngine:
 
     def intents(self, intent_ids: list[str]) -> list[PaymentIntent]:
         """Current rows of the given intents, in the given order."""
+        rows: dict[str, PaymentIntent] = {}
         with self.store.session() as s:
-            rows = {
-                i.id: i
-                for i in s.exec(
-                    select(PaymentIntent).where(col(PaymentIntent.id).in_(intent_ids))
-                ).all()
-            }
+            for chunk in range(0, len(intent_ids), 500):
+                part = intent_ids[chunk : chunk + 500]
+                for row in s.exec(select(PaymentIntent).where(col(PaymentIntent.id).in_(part))):
+                    rows[row.id] = row
         return [rows[i] for i in intent_ids if i in rows]
 
-    # -- the state machine ------------------------------------------------------------
-    def _process(self, intent: PaymentIntent) -> None:
+    # -- one connection's round ---------------------------------------------------------
+    def _process_connection(self, connection_id: str, intents: list[PaymentIntent]) -> None:
         with self.store.session() as s:
-            conn = s.get(ConnectionRecord, intent.connection_id)
+            conn = s.get(ConnectionRecord, connection_id)
         if conn is not None and conn.status == "needs_reauth":
-            self._defer(intent, PARKED_RETRY, "connection_parked", conn.status_reason or "")
+            for intent in intents:
+                self._defer(intent, PARKED_RETRY, "connection_parked", conn.status_reason or "")
             return
-        adapter = self.adapter(intent.connection_id)
-        step = {
-            IntentState.CLAIMED.value: "preflight",
-            IntentState.SENDING.value: "reconcile",  # a crashed worker's send: look first
-            IntentState.UNKNOWN.value: "reconcile",
-        }.get(intent.state)
-        if step is None:
-            raise AssertionError(f"claimed intent {intent.id} in state {intent.state}")
+        try:
+            adapter = self.adapter(connection_id)
+        except NotImplementedError as exc:
+            for intent in intents:
+                self._defer(intent, PARKED_RETRY, "provider_not_supported", str(exc))
+            return
+        work = list(intents)
         for _ in range(MAX_STEPS_PER_CLAIM):
+            work = [i for i in work if i.state not in TERMINAL and i.lease_owner == self.worker_id]
+            if not work:
+                return
             try:
-                if step == "preflight":
-                    step = self._preflight(intent, adapter)
-                elif step == "send":
-                    step = self._send(intent, adapter)
-                elif step == "reconcile":
-                    step = self._reconcile(intent, adapter)
-                elif step == "done":
-                    return
-                else:
-                    raise AssertionError(f"unknown push step {step!r}")
+                work = self._round(work, adapter)
             except (RateLimited, Transient, AuthExpired) as exc:
                 delay = getattr(exc, "retry_after", None) or 5.0
-                self._defer(intent, timedelta(seconds=delay), exc.code, exc.message)
+                for intent in work:
+                    self._defer(intent, timedelta(seconds=delay), exc.code, exc.message)
                 return
             except AuthRevoked as exc:
-                self._defer(intent, PARKED_RETRY, exc.code, exc.message)
+                for intent in work:
+                    self._defer(intent, PARKED_RETRY, exc.code, exc.message)
                 return
-        self._defer(intent, timedelta(seconds=5), "too_many_steps", "will continue")
+            except SimulatedCrash:
+                raise
+            except Exception as exc:  # a bug or an odd response: park these intents, go on
+                log.exception("push_round_failed", connection=connection_id, error=repr(exc))
+                for intent in work:
+                    if intent.lease_owner == self.worker_id:
+                        self._defer(
+                            intent, timedelta(seconds=60), "internal_error", repr(exc)[:500]
+                        )
+                return
+        for intent in work:
+            if intent.lease_owner == self.worker_id and intent.state not in TERMINAL:
+                self._defer(intent, timedelta(seconds=5), "too_many_steps", "will continue")
+
+    def _round(self, work: list[PaymentIntent], adapter: Adapter) -> list[PaymentIntent]:
+        """Recover what may have been sent, preflight the rest, send; return what needs more."""
+        recovering = [
+            i for i in work if i.state in (IntentState.SENDING.value, IntentState.UNKNOWN.value)
+        ]
+        fresh = [i for i in work if i.state == IntentState.CLAIMED.value]
+        batches: list[tuple[PushBatch, list[PaymentIntent]]] = []
+        if recovering:
+            resend, again = self._recover(recovering, adapter)
+            batches.extend(resend)
+            fresh.extend(again)
+        if fresh:
+            batches.extend(self._preflight_many(fresh, adapter))
+        if not batches:
+            return [i for i in work if i.state == IntentState.CLAIMED.value]
+        more: list[PaymentIntent] = []
+        concurrency = max(1, min(adapter.capabilities.concurrency, len(batches)))
+        if concurrency == 1:
+            for batch, members in batches:
+                more.extend(self._send_batch(batch, members, adapter))
+        else:
+            with ThreadPoolExecutor(
+                max_workers=concurrency, thread_name_prefix="push-send"
+            ) as pool:
+                futures = [pool.submit(self._send_batch, b, m, adapter) for b, m in batches]
+                for future in futures:
+                    more.extend(future.result())
+        return more
 
     def _request(self, intent: PaymentIntent) -> PaymentRequest:
         assert intent.document_remote_id is not None
-        return PaymentRequest(
+        request = PaymentRequest(
             intent_id=intent.id,
             document_remote_id=intent.document_remote_id,
-            amount=intent.amount,
+            amount=intent.send_amount if intent.send_amount is not None else intent.amount,
             currency=intent.currency,
             transaction_date=intent.transaction_date,
             reference=intent.reference,
@@ -927,81 +992,144 @@ class PushEngine:
             contact_remote_id=intent.contact_remote_id,
             provider_key=intent.provider_key,
         )
+        unapplied = self._unapplied(intent)
+        if unapplied and "unapplied" in _REQUEST_FIELDS:
+            request = replace(request, unapplied=unapplied)  # type: ignore[call-arg,unused-ignore]
+        return request
 
-    def _preflight(self, intent: PaymentIntent, adapter: Adapter) -> str:
-        assert intent.document_remote_id is not None
-        try:
-            doc = adapter.get_document(intent.document_remote_id, intent.document_type)
-        except DocumentNotFound as exc:
-            self._finish(
-                intent,
-                IntentState.REJECTED,
-                exc.code,
-                exc.message,
-                attempt=self._attempt(intent, "preflight", outcome=exc.code, message=exc.message),
-            )
-            return "done"
-        amount = quantize(intent.amount, doc.currency)
-        what = f"{intent.document_type} {doc.number or doc.remote_id}"
-        note = f"{doc.provider_status}, balance {doc.balance} {doc.currency}"
-        attempt = self._attempt(intent, "preflight", outcome="ok", message=note)
-        if doc.status == "paid" or (doc.payable and doc.balance == 0):
-            self._finish(
-                intent,
-                IntentState.ALREADY_SETTLED,
-                "already_settled",
-                f"{what} is already paid in the ledger ({note}); nothing sent",
-                attempt=attempt,
-                doc=doc,
-            )
-            return "done"
-        if not doc.payable:
-            self._finish(
-                intent,
-                IntentState.REJECTED,
-                "document_not_payable",
-                f"{what} is {doc.provider_status}; only approved (AUTHORISED) documents "
-                f"take payments",
-                attempt=attempt,
-                doc=doc,
-            )
-            return "done"
-        if doc.currency != intent.currency:
-            self._finish(
-                intent,
-                IntentState.REJECTED,
-                "currency_mismatch",
-                f"{what} is now in {doc.currency}, the allocation in {intent.currency}",
-                attempt=attempt,
-                doc=doc,
-            )
-            return "done"
-        if amount > doc.balance:
-            self._finish(
-                intent,
-                IntentState.REJECTED,
-                "amount_exceeds_balance",
-                f"amount {amount} exceeds the open balance {doc.balance} {doc.currency} of {what}",
-                attempt=attempt,
-                doc=doc,
-            )
-            return "done"
-        # Store, then send: the key, the reference and the decision are durable
-        # before anything leaves. The window starts now, at or before the send.
-        now = self.clock.now()
-        self._transition(
-            intent,
-            attempt=attempt,
-            doc=doc,
-            state=IntentState.SENDING.value,
-            preflight_balance=doc.balance,
-            preflight_row_version=doc.row_version,
-            key_first_sent_at=intent.key_first_sent_at or now,
-            reason_code=None,
-            reason_message=None,
-        )
-        self._checkpoint("after_store")
-        return "send"
+    @staticmethod
+    def _unapplied(intent: PaymentIntent) -> Decimal:
+        if intent.overpayment != "leave_unapplied" or intent.send_amount is None:
+            return Decimal(0)
+        return max(Decimal(0), intent.amount - intent.send_amount)
+
+    # -- recovery: a send that may have landed -------------------------------------------
+    def _find_many(
+        self, adapter: Adapter, intents: list[PaymentIntent]
+    ) -> dict[str, list[RemotePayment]]:
+        requests = [self._request(i) for i in intents]
+        batched = getattr(adapter, "find_payments", None)
+        if batched is not None and len(requests) > 1:
+            found: dict[str, list[RemotePayment]] = batched(requests)
+            return {r.intent_id: list(found.get(r.intent_id, [])) for r in requests}
+        return {r.intent_id: adapter.find_payment(r) for r in requests}
+
+    def _recover(
+        self, intents: list[PaymentIntent], adapter: Adapter
+    ) -> tuple[list[tuple[PushBatch, list[PaymentIntent]]], list[PaymentIntent]]:
+        """Look up every intent whose send may have landed; return batches to resend as they
+        were (same members, same key) and intents to decide again under a new key."""
+        batches = self._load_batches({i.batch_id for i in intents if i.batch_id})
+        # A batch refused as a whole before anything was applied (a 429, an outage) is
+        # resent as it is, without a lookup: nothing of it can be in the ledger.
+        clean: list[tuple[PushBatch, list[PaymentIntent]]] = []
+        look: list[PaymentIntent] = []
+        by_batch: dict[str, list[PaymentIntent]] = {}
+        for intent in intents:
+            if intent.batch_id and intent.batch_id in batches:
+                by_batch.setdefault(intent.batch_id, []).append(intent)
+            else:
+                look.append(intent)
+        for batch_id, members in by_batch.items():
+            batch = batches[batch_id]
+            if (
+                batch.state == "open"
+                and self._intact(batch, members)
+                and self._batch_key_alive(batch, adapter)
+            ):
+                clean.append((batch, self._ordered(batch, members)))
+            else:
+                look.extend(members)
+        if not look:
+            return clean, []
+        found = self._find_many(adapter, look)
+        applied: list[tuple[PaymentIntent, RemotePayment, Attempt]] = []
+        unfound: list[PaymentIntent] = []
+        for intent in look:
+            payments = found.get(intent.id, [])
+            live = [p for p in payments if p.status != "deleted"]
+            if len(live) == 1:
+                attempt = self._attempt(intent, "lookup", outcome="found", remote=live[0].remote_id)
+                applied.append((intent, live[0], attempt))
+            elif len(live) > 1:
+                ids = ", ".join(p.remote_id for p in live)
+                log.error("duplicate_payments_found", intent=intent.id, payments=ids)
+                self._finish(
+                    intent,
+                    IntentState.CONFLICT,
+                    "duplicate_payments",
+                    f"the ledger holds {len(live)} payments with our reference: {ids}",
+                    attempt=self._attempt(intent, "lookup", outcome="duplicates", message=ids),
+                    remote_payment_id=live[0].remote_id,
+                )
+            elif payments:
+                self._finish(
+                    intent,
+                    IntentState.CONFLICT,
+                    "payment_deleted_in_ledger",
+                    f"our payment {payments[0].remote_id} was deleted in the ledger; "
+                    f"a person decides whether to pay again",
+                    attempt=self._attempt(
+                        intent, "lookup", outcome="found_deleted", remote=payments[0].remote_id
+                    ),
+                )
+            else:
+                unfound.append(intent)
+        if applied:
+            self._apply_many(applied, adapter)
+        resend: list[tuple[PushBatch, list[PaymentIntent]]] = list(clean)
+        again: list[PaymentIntent] = []
+        unfound_by_batch: dict[str | None, list[PaymentIntent]] = {}
+        for intent in unfound:
+            unfound_by_batch.setdefault(intent.batch_id, []).append(intent)
+        for unfound_batch_id, unfound_members in unfound_by_batch.items():
+            members = unfound_members
+            found_batch = batches.get(unfound_batch_id) if unfound_batch_id else None
+            if (
+                found_batch is not None
+                and self._intact(found_batch, members)
+                and self._batch_key_alive(found_batch, adapter)
+            ):
+                # Nothing of it landed and the provider still remembers the key: the
+                # identical batch under the identical key cannot duplicate.
+                with self.store.session() as s:
+                    for intent in members:
+                        self._guarded_update(s, intent, state=IntentState.SENDING.value)
+                        s.add(self._attempt(intent, "lookup", outcome="not_found"))
+                resend.append((found_batch, self._ordered(found_batch, members)))
+                continue
+            for intent in members:
+                self._new_key_version(intent, self._attempt(intent, "lookup", outcome="not_found"))
+                again.append(intent)
+        return resend, again
+
+    def _load_batches(self, ids: set[str | None]) -> dict[str, PushBatch]:
+        wanted = [i for i in ids if i]
+        if not wanted:
+            return {}
+        with self.store.session() as s:
+            rows = s.exec(select(PushBatch).where(col(PushBatch.id).in_(wanted))).all()
+        return {row.id: row for row in rows}
+
+    def _intact(self, batch: PushBatch, members: list[PaymentIntent]) -> bool:
+        """Every member of the batch is in hand, none decided yet."""
+        if len(members) != batch.size:
+            return False
+        return all(m.batch_id == batch.id for m in members)
+
+    @staticmethod
+    def _ordered(batch: PushBatch, members: list[PaymentIntent]) -> list[PaymentIntent]:
+        order = json.loads(batch.members) if batch.members else []
+        rank = {intent_id: n for n, intent_id in enumerate(order)}
+        return sorted(members, key=lambda m: rank.get(m.id, len(rank)))
+
+    def _batch_key_alive(self, batch: PushBatch, adapter: Adapter) -> bool:
+        window = adapter.capabilities.key_window
+        if window is None:
+            return False
+        if batch.first_sent_at is None:
+            return True
+        return self.clock.now() < batch.first_sent_at + window - KEY_WINDOW_SAFETY
 
     def _key_alive(self, intent: PaymentIntent, adapter: Adapter) -> bool:
         window = adapter.capabilities.key_window
@@ -1009,86 +1137,401 @@ class PushEngine:
             return False
         return self.clock.now() < intent.key_first_sent_at + window - KEY_WINDOW_SAFETY
 
-    def _send(self, intent: PaymentIntent, adapter: Adapter) -> str:
-        if self._sent_with_key(intent) and not self._key_alive(intent, adapter):
-            # The provider has forgotten this key: only a lookup may decide now.
-            return "reconcile"
-        request = self._request(intent)
+    # -- preflight: batched reads, the policy, the batch stored before it is sent -------
+    def _read_documents(
+        self, adapter: Adapter, intents: list[PaymentIntent]
+    ) -> dict[tuple[str, str], DocumentSnapshot]:
+        docs: dict[tuple[str, str], DocumentSnapshot] = {}
+        by_kind: dict[str, list[str]] = {}
+        for intent in intents:
+            if intent.document_remote_id:
+                ids = by_kind.setdefault(intent.document_type, [])
+                if intent.document_remote_id not in ids:
+                    ids.append(intent.document_remote_id)
+        batched = getattr(adapter, "get_documents", None)
+        for kind, ids in by_kind.items():
+            if batched is not None and len(ids) > 1:
+                found: dict[str, DocumentSnapshot] = batched(ids, kind)
+                for remote_id, doc in found.items():
+                    docs[(kind, remote_id)] = doc
+            else:
+                for remote_id in ids:
+                    with contextlib.suppress(DocumentNotFound):
+                        docs[(kind, remote_id)] = adapter.get_document(remote_id, kind)
+        return docs
+
+    def _resolve(self, intent: PaymentIntent, adapter: Adapter) -> bool:
+        """An intent stored while its document could not be read: read it now."""
         try:
-            results = adapter.push_payments([request], intent.provider_key)
+            doc = adapter.get_document(intent.document_ref, intent.document_type)
+        except DocumentNotFound as exc:
+            self._finish(
+                intent,
+                IntentState.REJECTED,
+                "document_not_found",
+                exc.message,
+                attempt=self._attempt(intent, "preflight", outcome=exc.code, message=exc.message),
+            )
+            return False
+        try:
+            amount = parse_amount(intent.amount, doc.currency)
+        except AmountError as exc:
+            amount = None
+            problem = str(exc)
+        if doc.currency != intent.currency or amount is None:
+            message = (
+                f"{intent.document_type} {intent.document_ref} is in {doc.currency}, the "
+                f"allocation in {intent.currency}"
+                if doc.currency != intent.currency
+                else problem
+            )
+            self._finish(
+                intent,
+                IntentState.REJECTED,
+                "currency_mismatch" if doc.currency != intent.currency else "invalid_amount",
+                message,
+                attempt=self._attempt(intent, "preflight", outcome="refused", message=message),
+                doc=doc,
+            )
+            return False
+        self._transition(
+            intent,
+            document_remote_id=doc.remote_id,
+            document_number=doc.number,
+            contact_remote_id=doc.contact_remote_id,
+            preflight_balance=doc.balance,
+        )
+        return True
+
+    def _preflight_many(
+        self, intents: list[PaymentIntent], adapter: Adapter
+    ) -> list[tuple[PushBatch, list[PaymentIntent]]]:
+        ready = [i for i in intents if i.document_remote_id or self._resolve(i, adapter)]
+        docs = self._read_documents(adapter, ready)
+        unapplied_ok = bool(getattr(adapter.capabilities, "unapplied_credit", False))
+        planned: dict[tuple[str, str], Decimal] = {}
+        to_send: list[tuple[PaymentIntent, DocumentSnapshot, Decision, Attempt]] = []
+        finals: list[tuple[PaymentIntent, IntentState, str, str, Attempt, DocumentSnapshot]] = []
+        later: list[PaymentIntent] = []
+        for intent in ready:
+            assert intent.document_remote_id is not None
+            key = (intent.document_type, intent.document_remote_id)
+            doc = docs.get(key)
+            if doc is None:
+                message = (
+                    f"no {intent.document_type} {intent.document_number or intent.document_ref} "
+                    f"in the ledger any more"
+                )
+                self._finish(
+                    intent,
+                    IntentState.REJECTED,
+                    "document_not_found",
+                    message,
+                    attempt=self._attempt(
+                        intent, "preflight", outcome="document_not_found", message=message
+                    ),
+                )
+                continue
+            already = planned.get(key, Decimal(0))
+            if already:
+                # Another intent of this round pays the same document: decide against
+                # what will be left, or wait for the next round's fresh read.
+                remaining = doc.balance - already
+                if quantize(intent.amount, doc.currency) > remaining:
+                    later.append(intent)
+                    continue
+            decision = decide(
+                amount=intent.amount,
+                currency=intent.currency,
+                doc=doc,
+                document_type=intent.document_type,
+                overpayment=intent.overpayment,
+                accepted_balance=intent.preflight_balance,
+                unapplied_credit=unapplied_ok,
+            )
+            note = f"{doc.provider_status}, balance {doc.balance} {doc.currency}"
+            attempt = self._attempt(intent, "preflight", outcome="ok", message=note)
+            if decision.outcome == "send":
+                assert decision.send_amount is not None
+                planned[key] = already + decision.send_amount
+                to_send.append((intent, doc, decision, attempt))
+            else:
+                state = IntentState(decision.outcome)
+                finals.append(
+                    (intent, state, decision.code or state.value, decision.message, attempt, doc)
+                )
+        for intent, state, code, message, attempt, doc in finals:
+            self._finish(intent, state, code, message, attempt=attempt, doc=doc)
+        for intent in later:
+            self._defer(intent, timedelta(0), "waiting_for_earlier_payment", "same document")
+        if not to_send:
+            return []
+        conn = self.settings.connection(to_send[0][0].connection_id)
+        size = adapter.capabilities.max_batch
+        if conn.max_batch:
+            size = min(size, conn.max_batch)
+        solo = [t for t in to_send if t[0].id in self._solo]
+        grouped = [t for t in to_send if t[0].id not in self._solo]
+        chunks = [grouped[n : n + size] for n in range(0, len(grouped), size)]
+        chunks.extend([t] for t in solo)
+        stored: list[tuple[PushBatch, list[PaymentIntent]]] = []
+        for chunk in chunks:
+            batch = self._store_batch(conn.reference_prefix, chunk)
+            if batch is not None:
+                stored.append(batch)
+        self._checkpoint("after_store")
+        return stored
+
+    def _store_batch(
+        self,
+        prefix: str,
+        chunk: list[tuple[PaymentIntent, DocumentSnapshot, Decision, Attempt]],
+    ) -> tuple[PushBatch, list[PaymentIntent]] | None:
+        """Store, then send: members, key, amounts and decision are durable before the call."""
+        now = self.clock.now()
+        batch_id = str(uuid.uuid4())
+        members = [intent for intent, _doc, _decision, _attempt in chunk]
+        key = members[0].provider_key if len(members) == 1 else f"{prefix}-b-{batch_id}"
+        batch = PushBatch(
+            id=batch_id,
+            connection_id=members[0].connection_id,
+            provider_key=key,
+            size=len(members),
+            members=json.dumps([m.id for m in members]),
+            state="sending",
+            worker=self.worker_id,
+            created_at=now,
+            first_sent_at=now,
+            updated_at=now,
+        )
+        kept: list[PaymentIntent] = []
+        with self.store.session() as s:
+            s.add(batch)
+            seen_docs: set[tuple[str, str]] = set()
+            for intent, doc, decision, attempt in chunk:
+                try:
+                    self._guarded_update(
+                        s,
+                        intent,
+                        state=IntentState.SENDING.value,
+                        batch_id=batch_id,
+                        preflight_balance=doc.balance,
+                        preflight_row_version=doc.row_version,
+                        send_amount=decision.send_amount,
+                        key_first_sent_at=intent.key_first_sent_at or now,
+                        reason_code=decision.code,
+                        reason_message=decision.message[:1024] if decision.code else None,
+                        updated_at=now,
+                    )
+                except LeaseLost:
+                    log.warning("lease_lost", intent=intent.id)
+                    continue
+                s.add(attempt)
+                kept.append(intent)
+                if (doc.kind, doc.remote_id) not in seen_docs:
+                    seen_docs.add((doc.kind, doc.remote_id))
+                    self._upsert_doc(s, intent, doc)
+            if len(kept) != len(members):
+                batch.size = len(kept)
+                batch.members = json.dumps([m.id for m in kept])
+        if not kept:
+            return None
+        return batch, kept
+
+    # -- send: one call, per-item outcomes ------------------------------------------------
+    def _send_batch(
+        self, batch: PushBatch, members: list[PaymentIntent], adapter: Adapter
+    ) -> list[PaymentIntent]:
+        """Send a stored batch; record each member's outcome; return members needing more."""
+        requests = [self._request(i) for i in members]
+        key = batch.provider_key
+        try:
+            results = adapter.push_payments(requests, key)
         except OutcomeUnknown as exc:
-            self._unknown(intent, exc)
-            return "done"
+            self._checkpoint("after_send")
+            self._unknown_many(batch, members, exc)
+            return []
         except StaleRowVersion as exc:
-            self._attempt_now(
-                intent,
-                "send",
-                outcome=exc.code,
-                message=exc.message,
-                key=intent.provider_key,
-                status=exc.status_code,
-            )
-            self._transition(intent, attempts=intent.attempts + 1)
-            return self._redecide(intent, adapter)
+            self._checkpoint("after_send")
+            results = [ItemResult(i.id, error=exc, status_code=exc.status_code) for i in members]
         except (RateLimited, Transient, AuthExpired, AuthRevoked) as exc:
-            # Not applied, but an earlier send of this intent may have been:
-            # from here on it is reconciled before anything else.
-            self._attempt_now(
-                intent,
-                "send",
-                outcome=exc.code,
-                message=exc.message,
-                key=intent.provider_key,
-                status=exc.status_code,
-            )
-            self._transition(intent, state=IntentState.UNKNOWN.value, attempts=intent.attempts + 1)
-            raise
+            self._checkpoint("after_send")
+            self._refused_whole(batch, members, exc)
+            return []
         except ConnectorError as exc:
-            # A whole-call refusal (e.g. a 400 for the one payment in it) is that
-            # payment's answer: decide it like a per-item error below.
-            results = [ItemResult(intent.id, error=exc, status_code=exc.status_code)]
-        result = results[0]
-        self._checkpoint("after_send")
-        if result.payment is not None:
+            self._checkpoint("after_send")
+            if len(members) == 1:
+                results = [ItemResult(members[0].id, error=exc, status_code=exc.status_code)]
+            else:
+                # A refusal of the whole call names no member: send each alone.
+                log.warning("batch_refused", batch=batch.id, error=exc.message)
+                with self.store.session() as s:
+                    for intent in members:
+                        s.add(
+                            self._attempt(
+                                intent,
+                                "send",
+                                outcome=exc.code,
+                                key=key,
+                                status=exc.status_code,
+                                message=exc.message,
+                            )
+                        )
+                self._close_batch(batch, "done")
+                for intent in members:
+                    self._solo.add(intent.id)
+                    self._new_key_version(intent, None)
+                return list(members)
+        else:
+            self._checkpoint("after_send")
+        by_id = {r.intent_id: r for r in results}
+        applied: list[tuple[PaymentIntent, RemotePayment, Attempt]] = []
+        unknown: list[tuple[PaymentIntent, ConnectorError, Attempt]] = []
+        more: list[PaymentIntent] = []
+        for intent in members:
+            result = by_id.get(intent.id)
+            if result is None:
+                err: ConnectorError = OutcomeUnknown(
+                    f"no result for intent {intent.id} in the answer"
+                )
+                unknown.append(
+                    (intent, err, self._attempt(intent, "send", outcome=err.code, key=key))
+                )
+                continue
+            if result.payment is not None:
+                attempt = self._attempt(
+                    intent,
+                    "send",
+                    outcome="ok",
+                    key=key,
+                    status=result.status_code,
+                    remote=result.payment.remote_id,
+                )
+                applied.append((intent, result.payment, attempt))
+                continue
+            err = result.error or OutcomeUnknown("no payment and no error in the answer")
             attempt = self._attempt(
                 intent,
                 "send",
-                outcome="ok",
-                key=intent.provider_key,
+                outcome=err.code,
+                key=key,
                 status=result.status_code,
-                remote=result.payment.remote_id,
+                message=err.message,
+                provider_code=err.provider_code,
             )
-            self._apply(intent, result.payment, attempt, adapter)
-            return "done"
-        err = result.error
-        assert err is not None
-        attempt = self._attempt(
-            intent,
-            "send",
-            outcome=err.code,
-            key=intent.provider_key,
-            status=result.status_code,
-            message=err.message,
-            provider_code=err.provider_code,
-        )
-        if isinstance(err, OutcomeUnknown):
+            if isinstance(err, OutcomeUnknown):
+                unknown.append((intent, err, attempt))
+            elif isinstance(err, AmountExceedsBalance | DocumentNotPayable):
+                self._transition(intent, attempt=attempt, attempts=intent.attempts + 1)
+                self._moved(intent, adapter, err)
+            elif isinstance(err, StaleRowVersion):
+                self._transition(intent, attempt=attempt, attempts=intent.attempts + 1)
+                if self._redecide(intent, adapter) == "preflight":
+                    more.append(intent)
+            else:
+                self._finish(
+                    intent,
+                    IntentState.REJECTED,
+                    err.code,
+                    err.message,
+                    attempt=attempt,
+                    attempts=intent.attempts + 1,
+                )
+        if applied:
+            self._apply_many(applied, adapter, batch=batch)
+        else:
+            self._close_batch(batch, "done")
+        for intent, err, attempt in unknown:
             self._unknown(intent, err, attempt)
-            return "done"
-        if isinstance(err, AmountExceedsBalance | DocumentNotPayable):
-            self._transition(intent, attempt=attempt, attempts=intent.attempts + 1)
-            return self._moved(intent, adapter, err)
-        if isinstance(err, StaleRowVersion):
-            self._transition(intent, attempt=attempt, attempts=intent.attempts + 1)
-            return self._redecide(intent, adapter)
-        self._finish(
-            intent,
-            IntentState.REJECTED,
-            err.code,
-            err.message,
-            attempt=attempt,
-            attempts=intent.attempts + 1,
+        return more
+
+    def _close_batch(self, batch: PushBatch, state: str) -> None:
+        with self.store.session() as s:
+            s.execute(
+                sa.update(PushBatch)
+                .where(col(PushBatch.id) == batch.id)
+                .values(state=state, sends=batch.sends + 1, updated_at=self.clock.now())
+            )
+        batch.state = state
+        batch.sends += 1
+
+    def _unknown_many(
+        self, batch: PushBatch, members: list[PaymentIntent], exc: ConnectorError
+    ) -> None:
+        self._close_batch(batch, "sent")
+        for intent in members:
+            self._unknown(
+                intent,
+                exc,
+                self._attempt(
+                    intent,
+                    "send",
+                    outcome=exc.code,
+                    key=batch.provider_key,
+                    status=exc.status_code,
+                    message=exc.message,
+                ),
+            )
+
+    def _refused_whole(
+        self, batch: PushBatch, members: list[PaymentIntent], exc: ConnectorError
+    ) -> None:
+        """The call was refused before the provider processed it (429, outage, token)."""
+        delay = timedelta(seconds=getattr(exc, "retry_after", None) or 5.0)
+        if isinstance(exc, AuthRevoked):
+            delay = PARKED_RETRY
+        # A batch every earlier send of which was refused the same way holds nothing
+        # that may have landed: it stays "open" and is resent as it is, no lookup.
+        clean = (
+            isinstance(exc, RateLimited | AuthExpired | AuthRevoked)
+            and batch.state in ("sending", "open")
+            and not self._ever_unknown(batch)
         )
-        return "done"
+        now = self.clock.now()
+        with self.store.session() as s:
+            s.execute(
+                sa.update(PushBatch)
+                .where(col(PushBatch.id) == batch.id)
+                .values(state="open" if clean else "sent", sends=batch.sends + 1, updated_at=now)
+            )
+            for intent in members:
+                s.add(
+                    self._attempt(
+                        intent,
+                        "send",
+                        outcome=exc.code,
+                        key=batch.provider_key,
+                        status=exc.status_code,
+                        message=exc.message,
+                    )
+                )
+                try:
+                    self._guarded_update(
+                        s,
+                        intent,
+                        state=IntentState.SENDING.value if clean else IntentState.UNKNOWN.value,
+                        attempts=intent.attempts + 1,
+                        reason_code=exc.code,
+                        reason_message=exc.message[:1024],
+                        lease_owner=None,
+                        lease_expires_at=None,
+                        next_attempt_at=now + delay,
+                        updated_at=now,
+                    )
+                except LeaseLost:
+                    log.warning("lease_lost", intent=intent.id)
+        batch.state = "open" if clean else "sent"
+        batch.sends += 1
+        log.warning(
+            "batch_refused_retry_later",
+            batch=batch.id,
+            size=len(members),
+            error=exc.code,
+            retry_in=delay.total_seconds(),
+        )
+
+    def _ever_unknown(self, batch: PushBatch) -> bool:
+        return batch.state == "sent"
 
     def _moved(self, intent: PaymentIntent, adapter: Adapter, err: ConnectorError) -> str:
         """The ledger refused because the document moved: ours, someone else's, or void?"""
@@ -1161,7 +1604,8 @@ class PushEngine:
             return "done"
         return self._new_key_version(intent, self._attempt(intent, "lookup", outcome="not_found"))
 
-    def _new_key_version(self, intent: PaymentIntent, attempt: Attempt) -> str:
+    def _new_key_version(self, intent: PaymentIntent, attempt: Attempt | None) -> str:
+        """Leave the batch, mint the next key version, and decide again from a fresh read."""
         version = intent.key_version + 1
         prefix = self.settings.connection(intent.connection_id).reference_prefix
         self._transition(
@@ -1171,87 +1615,114 @@ class PushEngine:
             key_version=version,
             provider_key=self._provider_key(prefix, intent.id, version),
             key_first_sent_at=None,
+            batch_id=None,
+            send_amount=None,
         )
         return "preflight"
-
-    def _reconcile(self, intent: PaymentIntent, adapter: Adapter) -> str:
-        found = adapter.find_payment(self._request(intent))
-        live = [p for p in found if p.status != "deleted"]
-        if len(live) == 1:
-            attempt = self._attempt(intent, "lookup", outcome="found", remote=live[0].remote_id)
-            self._apply(intent, live[0], attempt, adapter)
-            return "done"
-        if len(live) > 1:
-            ids = ", ".join(p.remote_id for p in live)
-            attempt = self._attempt(intent, "lookup", outcome="duplicates", message=ids)
-            log.error("duplicate_payments_found", intent=intent.id, payments=ids)
-            self._finish(
-                intent,
-                IntentState.CONFLICT,
-                "duplicate_payments",
-                f"the ledger holds {len(live)} payments with our reference: {ids}",
-                attempt=attempt,
-                remote_payment_id=live[0].remote_id,
-            )
-            return "done"
-        if found:
-            attempt = self._attempt(
-                intent, "lookup", outcome="found_deleted", remote=found[0].remote_id
-            )
-            self._finish(
-                intent,
-                IntentState.CONFLICT,
-                "payment_deleted_in_ledger",
-                f"our payment {found[0].remote_id} was deleted in the ledger; "
-                f"a person decides whether to pay again",
-                attempt=attempt,
-            )
-            return "done"
-        attempt = self._attempt(intent, "lookup", outcome="not_found")
-        if self._key_alive(intent, adapter):
-            # The provider still remembers the key: resending it cannot duplicate.
-            self._transition(intent, attempt=attempt, state=IntentState.SENDING.value)
-            return "send"
-        # The key is gone: mint a new version and decide again from a fresh read.
-        return self._new_key_version(intent, attempt)
 
     def _apply(
         self, intent: PaymentIntent, payment: RemotePayment, attempt: Attempt, adapter: Adapter
     ) -> None:
+        self._apply_many([(intent, payment, attempt)], adapter)
+
+    def _apply_many(
+        self,
+        applied: list[tuple[PaymentIntent, RemotePayment, Attempt]],
+        adapter: Adapter,
+        *,
+        batch: PushBatch | None = None,
+    ) -> None:
+        """Record payments found or created: intents, attempts, unified rows, events; one
+        transaction."""
         now = self.clock.now()
-        record = dict(payment.record)
+        done: list[tuple[PaymentIntent, RemotePayment]] = []
         with self.store.session() as s:
-            self._guarded_update(
-                s,
-                intent,
-                state=IntentState.APPLIED.value,
-                remote_payment_id=payment.remote_id,
-                attempts=intent.attempts + 1,
-                reason_code=None,
-                reason_message=None,
-                lease_owner=None,
-                lease_expires_at=None,
-                updated_at=now,
-            )
-            s.add(attempt)
-            if record.get("remote_id"):
-                record.setdefault("currency", intent.currency)
-                record.setdefault(
-                    "type",
-                    "accounts_payable" if intent.document_type == "bill" else "accounts_receivable",
-                )
-                upsert_records(s, Payment, intent.connection_id, [record], now)
-                pk = s.exec(
-                    select(Payment.id).where(
-                        Payment.connection_id == intent.connection_id,
-                        Payment.remote_id == payment.remote_id,
-                    )
-                ).one()
+            if batch is not None:
                 s.execute(
-                    sa.delete(PaymentAllocation).where(col(PaymentAllocation.payment_pk) == pk)
+                    sa.update(PushBatch)
+                    .where(col(PushBatch.id) == batch.id)
+                    .values(state="done", sends=batch.sends + 1, updated_at=now)
                 )
-                assert pk is not None
-                s.add(
+            for intent, payment, attempt in applied:
+                try:
+                    self._guarded_update(
+                        s,
+                        intent,
+                        state=IntentState.APPLIED.value,
+                        remote_payment_id=payment.remote_id,
+                        attempts=intent.attempts + 1,
+                        reason_code=intent.reason_code
+                        if intent.reason_code in ("applied_up_to_balance", "left_unapplied")
+                        else None,
+                        reason_message=intent.reason_message
+                        if intent.reason_code in ("applied_up_to_balance", "left_unapplied")
+                        else None,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                        updated_at=now,
+                    )
+                except LeaseLost:
+                    log.warning("lease_lost", intent=intent.id)
+                    continue
+                s.add(attempt)
+                record_event(
+                    s,
+                    self.settings,
+                    "allocation.applied",
+                    data=intent_as_dict(intent),
+                    connection_id=intent.connection_id,
+                    intent_id=intent.id,
+                )
+                done.append((intent, payment))
+            self._record_payments(s, done, now)
+        if batch is not None:
+            batch.state = "done"
+            batch.sends += 1
+        for intent, payment in done:
+            log.info("intent_applied", intent=intent.id, payment=payment.remote_id)
+        if not done:
+            return
+        self._checkpoint("after_apply")
+        self._confirm_many([intent for intent, _payment in done], adapter)
+
+    def _record_payments(
+        self, session: Any, done: list[tuple[PaymentIntent, RemotePayment]], now: datetime
+    ) -> None:
+        """Upsert the unified ``payment`` rows (and their allocations) of applied intents."""
+        by_conn: dict[str, list[tuple[PaymentIntent, RemotePayment, dict[str, Any]]]] = {}
+        for intent, payment in done:
+            record = dict(payment.record)
+            if not record.get("remote_id"):
+                continue
+            record.setdefault("currency", intent.currency)
+            record.setdefault(
+                "type",
+                "accounts_payable" if intent.document_type == "bill" else "accounts_receivable",
+            )
+            by_conn.setdefault(intent.connection_id, []).append((intent, payment, record))
+        for conn_id, rows in by_conn.items():
+            upsert_records(session, Payment, conn_id, [r for _i, _p, r in rows], now)
+            remote_ids = [p.remote_id for _i, p, _r in rows]
+            pks = dict(
+                session.execute(
+                    sa.select(col(Payment.remote_id), col(Payment.id)).where(
+                        col(Payment.connection_id) == conn_id,
+                        col(Payment.remote_id).in_(remote_ids),
+                    )
+                ).all()
+            )
+            session.execute(
+                sa.delete(PaymentAllocation).where(
+                    col(PaymentAllocation.payment_pk).in_(list(pks.values()))
+                )
+            )
+            seen: set[int] = set()
+            for intent, payment, _record in rows:
+                pk = pks.get(payment.remote_id)
+                if pk is None or pk in seen:
+                    continue
+                seen.add(pk)
+                session.add(
                     PaymentAllocation(
                         payment_pk=pk,
                         id=payment.document_remote_id or (intent.document_remote_id or ""),
@@ -1259,47 +1730,57 @@ class PushEngine:
                         amount=payment.amount,
                     )
                 )
-        log.info("intent_applied", intent=intent.id, payment=payment.remote_id)
-        self._checkpoint("after_apply")
-        self._confirm(intent, adapter)
 
     def _confirm(self, intent: PaymentIntent, adapter: Adapter) -> None:
-        """Read the document back; record its new balance (best effort: already applied)."""
-        assert intent.document_remote_id is not None
+        self._confirm_many([intent], adapter)
+
+    def _confirm_many(self, intents: list[PaymentIntent], adapter: Adapter) -> None:
+        """Read the documents back; record their new balances (best effort: already applied)."""
         try:
-            doc = adapter.get_document(intent.document_remote_id, intent.document_type)
+            docs = self._read_documents(adapter, intents)
         except ConnectorError as exc:
-            log.warning("confirm_read_failed", intent=intent.id, error=exc.code)
+            log.warning("confirm_read_failed", intents=len(intents), error=exc.code)
             return
+        now = self.clock.now()
         with self.store.session() as s:
-            s.execute(
-                sa.update(PaymentIntent)
-                .where(col(PaymentIntent.id) == intent.id)
-                .values(
-                    result_balance=doc.balance,
-                    result_status=doc.provider_status,
-                    updated_at=self.clock.now(),
+            seen: set[tuple[str, str]] = set()
+            for intent in intents:
+                assert intent.document_remote_id is not None
+                key = (intent.document_type, intent.document_remote_id)
+                doc = docs.get(key)
+                if doc is None:
+                    continue
+                s.execute(
+                    sa.update(PaymentIntent)
+                    .where(col(PaymentIntent.id) == intent.id)
+                    .values(
+                        result_balance=doc.balance,
+                        result_status=doc.provider_status,
+                        updated_at=now,
+                    )
                 )
-            )
-            s.add(
-                self._attempt(
-                    intent,
-                    "confirm",
-                    outcome="ok",
-                    message=f"{doc.provider_status}, balance {doc.balance} {doc.currency}",
+                s.add(
+                    self._attempt(
+                        intent,
+                        "confirm",
+                        outcome="ok",
+                        message=f"{doc.provider_status}, balance {doc.balance} {doc.currency}",
+                    )
                 )
-            )
-            self._upsert_doc(s, intent, doc)
-        intent.result_balance, intent.result_status = doc.balance, doc.provider_status
-        expected_max = (intent.preflight_balance or doc.total) - intent.amount
-        if doc.balance > expected_max:
-            # Pair assertion: the ledger must show at least our payment.
-            log.error(
-                "confirm_balance_mismatch",
-                intent=intent.id,
-                balance=str(doc.balance),
-                expected_at_most=str(expected_max),
-            )
+                if key not in seen:
+                    seen.add(key)
+                    self._upsert_doc(s, intent, doc)
+                intent.result_balance, intent.result_status = doc.balance, doc.provider_status
+                sent = intent.send_amount if intent.send_amount is not None else intent.amount
+                expected_max = (intent.preflight_balance or doc.total) - sent
+                if doc.balance > expected_max:
+                    # Pair assertion: the ledger must show at least our payment.
+                    log.error(
+                        "confirm_balance_mismatch",
+                        intent=intent.id,
+                        balance=str(doc.balance),
+                        expected_at_most=str(expected_max),
+                    )
 
     def _unknown(
         self, intent: PaymentIntent, exc: ConnectorError, attempt: Attempt | None = None
@@ -1376,6 +1857,7 @@ class PushEngine:
         *,
         attempt: Attempt | None = None,
         doc: DocumentSnapshot | None = None,
+        event: str | None = None,
         **changes: Any,
     ) -> None:
         changes.setdefault("updated_at", self.clock.now())
@@ -1385,6 +1867,15 @@ class PushEngine:
                 s.add(attempt)
             if doc is not None:
                 self._upsert_doc(s, intent, doc)
+            if event is not None:
+                record_event(
+                    s,
+                    self.settings,
+                    event,
+                    data=intent_as_dict(intent),
+                    connection_id=intent.connection_id,
+                    intent_id=intent.id,
+                )
 
     def _finish(
         self,
@@ -1401,6 +1892,7 @@ class PushEngine:
             intent,
             attempt=attempt,
             doc=doc,
+            event=f"allocation.{state.value}",
             state=state.value,
             reason_code=code,
             reason_message=message[:1024],

@@ -35,6 +35,7 @@ def upgrade() -> None:
         sa.Column("connection_id", sa.String(length=64), nullable=False),
         sa.Column("provider_key", sa.String(length=128), nullable=False),
         sa.Column("size", sa.Integer(), nullable=False),
+        sa.Column("members", sa.Text(), nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("sends", sa.Integer(), nullable=False),
         sa.Column("worker", sa.String(length=128), nullable=True),
