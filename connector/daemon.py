@@ -27,6 +27,7 @@ from connector.api import ApiServer
 from connector.clock import Clock, SystemClock
 from connector.config import Settings
 from connector.errors import ConnectorError
+from connector.events import EventDispatcher, bind_store
 from connector.logging import get_logger
 from connector.store import Store
 from connector.sync.pull import PullEngine
@@ -46,11 +47,14 @@ class Daemon:
         self.clock = clock or SystemClock()
         self.push = PushEngine(settings, store, clock=self.clock)
         self.pull = PullEngine(settings, store, clock=self.clock)
+        # Events out: parked connections record theirs through the store (see events.py).
+        bind_store(store, settings)
+        self.events = EventDispatcher(settings, store, clock=self.clock)
         self._stop = threading.Event()
         self._signals = 0
         self.api: ApiServer | None = None
         self.scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(max_workers=2)},
+            executors={"default": ThreadPoolExecutor(max_workers=3)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
             timezone="UTC",
         )
@@ -84,6 +88,15 @@ class Daemon:
             except Exception:
                 log.exception("pull_tick_failed", connection=conn.id)
 
+    def events_tick(self) -> None:
+        """Deliver due event webhooks (a scheduler job)."""
+        if self._stop.is_set():
+            return
+        try:
+            self.events.deliver_due()
+        except Exception:
+            log.exception("events_tick_failed")
+
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._signals += 1
         if self._signals > 1:
@@ -97,6 +110,7 @@ class Daemon:
         self._stop.set()
         self.push.stop()
         self.pull.stop_requested = True
+        self.events.stop()
 
     def run(self, *, install_signals: bool = True) -> int:
         """Run until a signal (or :meth:`request_stop`); return the exit code."""
@@ -116,6 +130,13 @@ class Daemon:
             "interval",
             seconds=d.pull_interval_seconds,
             id="pull",
+            next_run_time=self.clock.now(),
+        )
+        self.scheduler.add_job(
+            self.events_tick,
+            "interval",
+            seconds=self.settings.events.deliver_interval_seconds,
+            id="events",
             next_run_time=self.clock.now(),
         )
         for conn in self.settings.connections:
@@ -151,6 +172,7 @@ class Daemon:
             log.warning("grace_period_over", seconds=d.shutdown_grace_seconds)
         self.push.close()
         self.pull.close()
+        self.events.close()
         self.store.dispose()
         log.info("daemon_stopped", clean=api_clean and not stopper.is_alive())
         return 0
