@@ -43,12 +43,13 @@ from connector.adapters.base import (
     Adapter,
     DocumentSnapshot,
     ItemResult,
+    PaymentLine,
     PaymentRequest,
     RemotePayment,
     build_adapter,
 )
 from connector.clock import Clock, SystemClock
-from connector.config import ConfigError, Settings
+from connector.config import ConfigError, ConnectionSettings, Settings
 from connector.errors import (
     AmountExceedsBalance,
     AuthExpired,
@@ -103,6 +104,8 @@ DEFAULT_LEASE = timedelta(seconds=120)
 # Intents claimed per round; connections worked at once.
 DEFAULT_CLAIM = 500
 MAX_PARALLEL_CONNECTIONS = 8
+# Documents in one multi-document payment.
+MAX_LINES = 50
 _REQUEST_FIELDS = frozenset(f.name for f in fields(PaymentRequest))
 
 
@@ -251,6 +254,7 @@ class Decision:
     message: str
     send_amount: Decimal | None = None  # applied to the document
     unapplied: Decimal = Decimal(0)  # sent on top, left as the provider's unapplied credit
+    lines: str | None = None  # multi-document: the lines (JSON) with each line's send_amount
 
 
 def decide(
@@ -589,12 +593,20 @@ class PushEngine:
             )
         if not request.document.strip() and not request.lines:
             raise IntakeError("missing_document", "name the document (its number or id) to pay")
-        if request.lines:
+        if request.lines and len(request.lines) > MAX_LINES:
             raise IntakeError(
-                "not_supported",
-                "allocations over several documents are not accepted by this version yet; "
-                "send one allocation per document",
+                "too_many_lines",
+                f"at most {MAX_LINES} documents in one payment, got {len(request.lines)}",
             )
+        if request.lines and str(request.amount).strip() == "":
+            # A multi-document allocation may leave its total to its lines.
+            try:
+                request = replace(
+                    request,
+                    amount=sum((to_decimal(line.amount) for line in request.lines), Decimal(0)),
+                )
+            except AmountError as exc:
+                raise IntakeError("invalid_amount", str(exc)) from None
         try:
             preliminary = to_decimal(request.amount)
         except AmountError as exc:
@@ -634,6 +646,10 @@ class PushEngine:
             adapter = self.adapter(conn.id)
         except NotImplementedError as exc:
             raise IntakeError("provider_not_supported", str(exc)) from None
+        if request.lines:
+            return self._prepare_lines(
+                request, conn, adapter, fingerprint, key, account, rate, pay_currency
+            )
         doc: DocumentSnapshot | None
         try:
             doc = adapter.get_document(request.document, request.document_type)
@@ -707,6 +723,127 @@ class PushEngine:
             overpayment=conn.overpayment,
             preflight_balance=doc.balance if doc else None,
             preflight_row_version=doc.row_version if doc else None,
+            next_attempt_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+
+    def _prepare_lines(
+        self,
+        request: AllocationRequest,
+        conn: ConnectionSettings,
+        adapter: Adapter,
+        fingerprint: str,
+        key: str,
+        account: str,
+        rate: Decimal | None,
+        pay_currency: str | None,
+    ) -> PaymentIntent:
+        """A payment over several documents of one contact (unified ``allocations[]``)."""
+        docs: list[DocumentSnapshot] = []
+        for n, line in enumerate(request.lines, 1):
+            try:
+                docs.append(adapter.get_document(line.document, request.document_type))
+            except DocumentNotFound as exc:
+                raise IntakeError("document_not_found", f"line {n}: {exc}") from None
+            except ConnectorError as exc:
+                raise IntakeError(
+                    "provider_unavailable",
+                    f"line {n}: could not read {request.document_type} {line.document!r} from "
+                    f"the ledger ({exc.code}: {exc.message}); nothing was stored, try again",
+                ) from None
+        ids = [d.remote_id for d in docs]
+        if len(set(ids)) != len(ids):
+            raise IntakeError("duplicate_document", "a document appears twice in the lines")
+        contacts = {d.contact_remote_id for d in docs}
+        if len(contacts) > 1:
+            raise IntakeError(
+                "mixed_contacts",
+                "one payment pays documents of one contact only; these lines name "
+                f"{len(contacts)} contacts: split them into one allocation per contact",
+            )
+        currencies = {d.currency for d in docs}
+        if len(currencies) > 1:
+            raise IntakeError(
+                "mixed_currencies",
+                f"the documents are in {', '.join(sorted(currencies))}; one payment has one "
+                f"currency",
+            )
+        doc_currency = docs[0].currency
+
+        def in_doc_currency(value: str | Decimal, what: str) -> Decimal:
+            try:
+                if pay_currency is not None and pay_currency != doc_currency:
+                    if rate is None:
+                        raise IntakeError(
+                            "currency_mismatch",
+                            f"the payment is in {pay_currency} but the documents are in "
+                            f"{doc_currency}; give currency_rate ({doc_currency} per "
+                            f"{pay_currency}) or pay in {doc_currency}",
+                        )
+                    return quantize(parse_amount(value, pay_currency) * rate, doc_currency)
+                return parse_amount(value, doc_currency)
+            except AmountError as exc:
+                raise IntakeError("invalid_amount", f"{what}: {exc}") from None
+
+        lines: list[dict[str, Any]] = []
+        for n, (line, doc) in enumerate(zip(request.lines, docs, strict=True), 1):
+            lines.append(
+                {
+                    "document": line.document.strip(),
+                    "remote_id": doc.remote_id,
+                    "number": doc.number,
+                    "amount": str(in_doc_currency(line.amount, f"line {n}")),
+                    "accepted_balance": str(doc.balance),
+                }
+            )
+        applied = sum((Decimal(line["amount"]) for line in lines), Decimal(0))
+        total = in_doc_currency(request.amount, "amount")
+        if total < applied:
+            raise IntakeError(
+                "amount_mismatch",
+                f"the lines add up to {applied} {doc_currency}, more than the amount {total}",
+            )
+        if total > applied and conn.overpayment != "leave_unapplied":
+            raise IntakeError(
+                "amount_mismatch",
+                f"the amount {total} exceeds the lines' {applied} {doc_currency}; the rest "
+                f'could only stay unapplied (overpayment = "leave_unapplied")',
+            )
+        payment_amount: Decimal | None = None
+        if pay_currency is not None and pay_currency != doc_currency:
+            payment_amount = parse_amount(request.amount, pay_currency)
+        intent_id = str(uuid.uuid4())
+        marker = f"{conn.reference_prefix}-{uuid.UUID(intent_id).hex[:16]}"
+        reference = f"{request.reference} ({marker})" if request.reference else marker
+        now = self.clock.now()
+        first = docs[0]
+        return PaymentIntent(
+            id=intent_id,
+            connection_id=conn.id,
+            idempotency_key=key,
+            fingerprint=fingerprint,
+            state=IntentState.PENDING.value,
+            document_type=request.document_type,
+            document_ref=request.lines[0].document.strip(),
+            document_remote_id=first.remote_id,
+            document_number=first.number,
+            contact_remote_id=first.contact_remote_id,
+            amount=total,
+            currency=doc_currency,
+            currency_rate=rate,
+            payment_currency=pay_currency if payment_amount is not None else None,
+            payment_amount=payment_amount,
+            transaction_date=request.transaction_date or self._ledger_today(conn.timezone),
+            account_code=account,
+            caller_reference=request.reference,
+            reference=reference,
+            key_version=1,
+            provider_key=self._provider_key(conn.reference_prefix, intent_id, 1),
+            overpayment=conn.overpayment,
+            preflight_balance=first.balance,
+            preflight_row_version=first.row_version,
+            lines=json.dumps(lines),
             next_attempt_at=now,
             created_at=now,
             updated_at=now,
@@ -992,9 +1129,21 @@ class PushEngine:
             contact_remote_id=intent.contact_remote_id,
             provider_key=intent.provider_key,
         )
+        if intent.lines:
+            sends = [
+                PaymentLine(line["remote_id"], Decimal(line.get("send_amount") or line["amount"]))
+                for line in json.loads(intent.lines)
+            ]
+            sends = [line for line in sends if line.amount > 0]
+            request = replace(
+                request,
+                lines=tuple(sends),
+                document_remote_id=sends[0].document_remote_id,
+                amount=sum((line.amount for line in sends), Decimal(0)),
+            )
         unapplied = self._unapplied(intent)
         if unapplied and "unapplied" in _REQUEST_FIELDS:
-            request = replace(request, unapplied=unapplied)  # type: ignore[call-arg,unused-ignore]
+            request = replace(request, unapplied=unapplied)
         return request
 
     @staticmethod
@@ -1144,10 +1293,10 @@ class PushEngine:
         docs: dict[tuple[str, str], DocumentSnapshot] = {}
         by_kind: dict[str, list[str]] = {}
         for intent in intents:
-            if intent.document_remote_id:
-                ids = by_kind.setdefault(intent.document_type, [])
-                if intent.document_remote_id not in ids:
-                    ids.append(intent.document_remote_id)
+            ids = by_kind.setdefault(intent.document_type, [])
+            for remote_id in _document_ids(intent):
+                if remote_id not in ids:
+                    ids.append(remote_id)
         batched = getattr(adapter, "get_documents", None)
         for kind, ids in by_kind.items():
             if batched is not None and len(ids) > 1:
@@ -1232,6 +1381,34 @@ class PushEngine:
                     ),
                 )
                 continue
+            if intent.lines:
+                outcome = self._decide_lines(intent, docs, planned, unapplied_ok)
+                if outcome is None:
+                    later.append(intent)
+                    continue
+                decision = outcome
+                attempt = self._attempt(intent, "preflight", outcome="ok", message=decision.message)
+                if decision.outcome == "send":
+                    assert decision.lines is not None
+                    for line in json.loads(decision.lines):
+                        line_key = (intent.document_type, line["remote_id"])
+                        planned[line_key] = planned.get(line_key, Decimal(0)) + Decimal(
+                            line["send_amount"]
+                        )
+                    to_send.append((intent, doc, decision, attempt))
+                else:
+                    state = IntentState(decision.outcome)
+                    finals.append(
+                        (
+                            intent,
+                            state,
+                            decision.code or state.value,
+                            decision.message,
+                            attempt,
+                            doc,
+                        )
+                    )
+                continue
             already = planned.get(key, Decimal(0))
             if already:
                 # Another intent of this round pays the same document: decide against
@@ -1282,6 +1459,92 @@ class PushEngine:
         self._checkpoint("after_store")
         return stored
 
+    def _decide_lines(
+        self,
+        intent: PaymentIntent,
+        docs: dict[tuple[str, str], DocumentSnapshot],
+        planned: dict[tuple[str, str], Decimal],
+        unapplied_ok: bool,
+    ) -> Decision | None:
+        """The policy over every line of a multi-document allocation (None: wait a round).
+
+        All lines paid → ``already_settled``; a line not payable or refused by the
+        policy → ``rejected`` naming it; some lines paid by someone else and not
+        others, or a balance moved under a line → ``conflict`` with the amounts.
+        """
+        assert intent.lines is not None
+        lines: list[dict[str, Any]] = json.loads(intent.lines)
+        decisions: list[tuple[dict[str, Any], Decision]] = []
+        for line in lines:
+            doc = docs.get((intent.document_type, line["remote_id"]))
+            if doc is None:
+                return Decision(
+                    "rejected",
+                    "document_not_found",
+                    f"no {intent.document_type} {line['number'] or line['document']} in the "
+                    f"ledger any more",
+                )
+            line_key = (intent.document_type, doc.remote_id)
+            if planned.get(line_key) and Decimal(line["amount"]) > doc.balance - planned[line_key]:
+                return None
+            accepted = line.get("accepted_balance")
+            decisions.append(
+                (
+                    line,
+                    decide(
+                        amount=Decimal(line["amount"]),
+                        currency=intent.currency,
+                        doc=doc,
+                        document_type=intent.document_type,
+                        overpayment="apply_up_to_balance"
+                        if intent.overpayment == "apply_up_to_balance"
+                        else "reject",
+                        accepted_balance=Decimal(accepted) if accepted is not None else None,
+                        unapplied_credit=unapplied_ok,
+                    ),
+                )
+            )
+        outcomes = {d.outcome for _line, d in decisions}
+        if outcomes == {"already_settled"}:
+            return Decision(
+                "already_settled",
+                "already_settled",
+                f"all {len(lines)} documents are already paid; nothing sent",
+            )
+        for line, d in decisions:
+            if d.outcome == "rejected":
+                return Decision("rejected", d.code, f"{line['document']}: {d.message}")
+        if "already_settled" in outcomes or "conflict" in outcomes:
+            detail = "; ".join(
+                f"{line['document']}: {d.message}" for line, d in decisions if d.outcome != "send"
+            )
+            return Decision(
+                "conflict",
+                "partly_settled" if "already_settled" in outcomes else "balance_moved",
+                f"some documents of this payment moved since it was accepted ({detail}); "
+                f"a person decides",
+            )
+        sends = []
+        for line, d in decisions:
+            assert d.send_amount is not None
+            sends.append({**line, "send_amount": str(d.send_amount)})
+        applied = sum((Decimal(line["send_amount"]) for line in sends), Decimal(0))
+        parts = ", ".join(f"{line['send_amount']} to {line['document']}" for line in sends)
+        if intent.overpayment == "leave_unapplied" and intent.amount > applied and not unapplied_ok:
+            return Decision(
+                "rejected",
+                "unapplied_credit_not_supported",
+                f"the amount {intent.amount} exceeds what the documents take ({applied}) and "
+                f"this provider keeps no unapplied credit on a payment",
+            )
+        return Decision(
+            "send",
+            None,
+            f"pay {applied} {intent.currency}: {parts}",
+            applied,
+            lines=json.dumps(sends),
+        )
+
     def _store_batch(
         self,
         prefix: str,
@@ -1318,6 +1581,7 @@ class PushEngine:
                         preflight_balance=doc.balance,
                         preflight_row_version=doc.row_version,
                         send_amount=decision.send_amount,
+                        lines=decision.lines or intent.lines,
                         key_first_sent_at=intent.key_first_sent_at or now,
                         reason_code=decision.code,
                         reason_message=decision.message[:1024] if decision.code else None,
@@ -1541,6 +1805,18 @@ class PushEngine:
             self._apply(intent, mine[0], attempt, adapter)
             return "done"
         assert intent.document_remote_id is not None
+        if intent.lines:
+            # Several documents: the provider refused the payment as a whole; which line
+            # moved is in its message. A person decides (nothing was applied).
+            self._finish(
+                intent,
+                IntentState.CONFLICT,
+                "balance_moved",
+                f"the ledger refused the payment over {len(json.loads(intent.lines))} documents "
+                f"because one moved since preflight: {err.message}",
+                attempt=self._attempt(intent, "lookup", outcome="not_found"),
+            )
+            return "done"
         try:
             doc = adapter.get_document(intent.document_remote_id, intent.document_type)
         except DocumentNotFound as exc:
@@ -1722,6 +1998,18 @@ class PushEngine:
                 if pk is None or pk in seen:
                     continue
                 seen.add(pk)
+                allocations = payment.record.get("allocations") or []
+                if intent.lines and allocations:
+                    for allocation in allocations:
+                        session.add(
+                            PaymentAllocation(
+                                payment_pk=pk,
+                                id=str(allocation.get("id") or ""),
+                                type=intent.document_type,
+                                amount=to_decimal(allocation.get("amount") or 0),
+                            )
+                        )
+                    continue
                 session.add(
                     PaymentAllocation(
                         payment_pk=pk,
@@ -1773,7 +2061,7 @@ class PushEngine:
                 intent.result_balance, intent.result_status = doc.balance, doc.provider_status
                 sent = intent.send_amount if intent.send_amount is not None else intent.amount
                 expected_max = (intent.preflight_balance or doc.total) - sent
-                if doc.balance > expected_max:
+                if not intent.lines and doc.balance > expected_max:
                     # Pair assertion: the ledger must show at least our payment.
                     log.error(
                         "confirm_balance_mismatch",
@@ -1943,6 +2231,13 @@ class PushEngine:
                 ).one()
                 > 0
             )
+
+
+def _document_ids(intent: PaymentIntent) -> list[str]:
+    """The remote ids of every document an intent pays."""
+    if intent.lines:
+        return [line["remote_id"] for line in json.loads(intent.lines) if line.get("remote_id")]
+    return [intent.document_remote_id] if intent.document_remote_id else []
 
 
 def _fmt(value: Decimal | None, currency: str) -> str:
