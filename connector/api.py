@@ -15,6 +15,8 @@ Routes:
   correctly signed and 401 otherwise; that is the whole handshake.
 * ``POST /webhooks/quickbooks``: ``intuit-signature`` with the verifier token of the
   realm's connection(s); legacy ``eventNotifications`` and CloudEvents payloads.
+* ``/v1/allocations`` (the intake API, bearer token of ``[api] token``): see
+  :mod:`connector.intake_api`.
 """
 
 from __future__ import annotations
@@ -42,11 +44,13 @@ from connector.adapters.base import Adapter, build_adapter
 from connector.clock import Clock, SystemClock
 from connector.config import ConnectionSettings, Settings
 from connector.errors import ConnectorError, DocumentNotFound
+from connector.intake_api import IntakeApi
 from connector.logging import get_logger
 from connector.schema import Bill, Contact, Invoice, Payment
 from connector.serving import ThreadedServer
 from connector.store import Store, upsert_records
 from connector.sync.pull import PullEngine
+from connector.sync.push import PushEngine
 
 __all__ = [
     "ApiServer",
@@ -417,9 +421,12 @@ class Refresher:
 # ---------------------------------------------------------------------- the app
 
 
-def create_api(settings: Settings, store: Store, refresher: Refresher) -> Starlette:
-    """The Starlette app: health and provider webhooks (events go to ``refresher``)."""
-    del store  # the refresher writes; the app only verifies and queues
+def create_api(
+    settings: Settings, store: Store, refresher: Refresher, intake: IntakeApi | None = None
+) -> Starlette:
+    """The Starlette app: health, provider webhooks (events go to ``refresher``) and,
+    given ``intake``, the ``/v1`` intake API."""
+    del store  # the refresher and the intake API write; the webhook routes only queue
     xero_conns = [c for c in settings.connections if c.provider == "xero" and c.enabled]
     qbo_conns = [c for c in settings.connections if c.provider == "quickbooks" and c.enabled]
 
@@ -519,6 +526,7 @@ def create_api(settings: Settings, store: Store, refresher: Refresher) -> Starle
             Route("/webhooks/xero", xero, methods=["POST"]),
             Route("/webhooks/xero/{connection_id}", xero, methods=["POST"]),
             Route("/webhooks/quickbooks", quickbooks, methods=["POST"]),
+            *(intake.routes() if intake is not None else []),
         ]
     )
 
@@ -535,6 +543,11 @@ class ApiServer:
         host: Interface to bind (default ``[api].host``; keep it on loopback).
         port: TCP port (default ``[api].port``); 0 picks a free one (see :attr:`url`).
         refresher: The refresher to feed (default: a new one, started and stopped here).
+        engine: The push engine the intake API stores allocations with (default: a new
+            one, closed on :meth:`stop`; it only takes allocations in, the daemon's push
+            job sends them).
+        wake: Called after the intake API stored new allocations (e.g. to run the push
+            job now instead of at its next tick).
     """
 
     def __init__(
@@ -546,12 +559,17 @@ class ApiServer:
         port: int | None = None,
         refresher: Refresher | None = None,
         clock: Clock | None = None,
+        engine: PushEngine | None = None,
+        wake: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.host = host if host is not None else settings.api.host
         self.port = port if port is not None else settings.api.port
         self.refresher = refresher or Refresher(settings, store, clock=clock)
+        self._owns_engine = engine is None
+        self.engine = engine or PushEngine(settings, store, clock=clock)
+        self.intake = IntakeApi(settings, store, self.engine, clock=clock, wake=wake)
         self._runner: ThreadedServer | None = None
 
     @property
@@ -570,7 +588,7 @@ class ApiServer:
         if self._runner is not None:
             raise RuntimeError("api server already started")
         runner = ThreadedServer(
-            create_api(self.settings, self.store, self.refresher),
+            create_api(self.settings, self.store, self.refresher, self.intake),
             self.host,
             self.port,
             name="api server",
@@ -590,6 +608,8 @@ class ApiServer:
         runner, self._runner = self._runner, None
         clean = runner.stop(max(deadline - time.monotonic(), 0.1)) if runner is not None else True
         clean = self.refresher.stop(max(deadline - time.monotonic(), 0.1)) and clean
+        if self._owns_engine:
+            self.engine.close()
         return clean
 
     def __enter__(self) -> ApiServer:

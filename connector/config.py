@@ -92,7 +92,7 @@ class DaemonSettings(_Strict):
 
 
 class ApiSettings(_Strict):
-    """``[api]``: the daemon's HTTP server (provider webhooks in; later the intake API)."""
+    """``[api]``: the daemon's HTTP server: provider webhooks in, the intake API (``/v1``)."""
 
     enabled: bool = True
     host: str = "127.0.0.1"  # loopback unless a person decides otherwise

@@ -17,6 +17,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from datetime import UTC, datetime
 from types import FrameType
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -112,6 +113,13 @@ class Daemon:
         self.pull.stop_requested = True
         self.events.stop()
 
+    def wake_push(self) -> None:
+        """Run the push job now (new allocations came in through the API)."""
+        try:
+            self.scheduler.modify_job("push", next_run_time=datetime.now(UTC))
+        except Exception as exc:  # the job is not scheduled (yet, or any more)
+            log.debug("push_wake_skipped", error=repr(exc))
+
     def run(self, *, install_signals: bool = True) -> int:
         """Run until a signal (or :meth:`request_stop`); return the exit code."""
         if install_signals:
@@ -179,7 +187,7 @@ class Daemon:
 
     def _start_api(self) -> None:
         """Start the webhook server and its refresher; log (not fail) if it cannot bind."""
-        api = ApiServer(self.settings, self.store, clock=self.clock)
+        api = ApiServer(self.settings, self.store, clock=self.clock, wake=self.wake_push)
         try:
             api.start()
         except (OSError, RuntimeError) as exc:
