@@ -213,36 +213,82 @@ def pay(
             "--type", help="invoice (a customer payment, AR) or bill (a bill payment, AP)."
         ),
     ] = "invoice",
+    currency: Annotated[
+        str | None,
+        typer.Option(help="The payment's currency (ISO 4217; default: the document's)."),
+    ] = None,
+    currency_rate: Annotated[
+        str | None,
+        typer.Option(
+            help="Document-currency units per payment-currency unit (when --currency differs)."
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Preflight only: show what would be sent and the predicted outcome; "
+            "nothing is stored or sent.",
+        ),
+    ] = False,
+    enqueue_only: Annotated[
+        bool,
+        typer.Option(
+            "--enqueue-only",
+            help="Store the allocation and exit 0; a running daemon (connector run) pushes it.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Pay one document: store the allocation, push it, wait for its final state."""
+    """Pay one document: store the allocation, push it, wait for its final state.
+
+    --dry-run only predicts (exit 0 would send or is settled, 3 would be rejected or
+    conflict, 2 invalid); --enqueue-only stores it for the daemon and exits 0.
+    """
     from connector.sync.push import AllocationRequest, IntakeError, PushEngine, intent_as_dict
 
+    if dry_run and enqueue_only:
+        _fail("--dry-run and --enqueue-only exclude each other: choose one")
     when = _parse_date(on_date)
     if document_type not in ("invoice", "bill"):
         _fail(f"--type {document_type!r} is unknown; use invoice or bill")
     settings, store = _open(config)
     engine = PushEngine(settings, store)
+    request = AllocationRequest(
+        connection_id=connection,
+        document=document,
+        amount=amount,
+        transaction_date=when,
+        account_code=account,
+        reference=reference,
+        idempotency_key=key,
+        document_type=document_type,
+        currency=currency,
+        currency_rate=currency_rate,
+    )
+    if dry_run:
+        try:
+            items = engine.plan([request])
+        except ConfigError as exc:
+            _fail(str(exc))
+        finally:
+            engine.close()
+        _show_plan(items, None, as_json=as_json)
+        raise typer.Exit(_plan_exit(items))
     try:
-        result = engine.intake(
-            AllocationRequest(
-                connection_id=connection,
-                document=document,
-                amount=amount,
-                transaction_date=when,
-                account_code=account,
-                reference=reference,
-                idempotency_key=key,
-                document_type=document_type,
-            )
-        )
-        intents = engine.push_until_final([result.intent.id], timeout=timeout)
+        result = engine.intake(request, defer_unreadable=enqueue_only)
+        if enqueue_only:
+            intents = [result.intent]
+        else:
+            intents = engine.push_until_final([result.intent.id], timeout=timeout)
     except ConfigError as exc:
         _fail(str(exc))
     except IntakeError as exc:
         _fail(f"allocation refused ({exc.code}): {exc.message}")
     finally:
         engine.close()
+    if not enqueue_only:
+        _deliver_events(settings, store, len(intents))
     if as_json:
         print(json.dumps([intent_as_dict(i) for i in intents], indent=2))
     else:
@@ -256,7 +302,340 @@ def pay(
                 out.print(
                     f"{i.document_number or i.document_ref}: {i.reason_message}", markup=False
                 )
-    raise typer.Exit(_exit_for(intents))
+        if enqueue_only:
+            out.print("stored: a running daemon (connector run) pushes it", markup=False)
+    raise typer.Exit(0 if enqueue_only else _exit_for(intents))
+
+
+def _deliver_events(settings: Settings, store: Store, allocations: int) -> None:
+    """Deliver due outgoing events once, when ``[events]`` has endpoints (else the daemon does)."""
+    endpoints = getattr(getattr(settings, "events", None), "endpoints", None)
+    if not endpoints:
+        return
+    try:
+        from connector import events as events_module
+    except ImportError:  # pragma: no cover - events out are an optional part
+        return
+    dispatcher_class = getattr(events_module, "EventDispatcher", None)
+    if dispatcher_class is None or not hasattr(dispatcher_class, "deliver_due"):
+        return  # pragma: no cover
+    dispatcher = dispatcher_class(settings, store)
+    try:
+        # One pass: every event of these allocations for every endpoint, at least.
+        dispatcher.deliver_due(limit=max(100, allocations * len(endpoints) * 2))
+    except Exception as exc:  # the allocations are done; a daemon retries the events
+        err.print(
+            f"events: not all delivered now ({type(exc).__name__}: {exc}); "
+            f"connector run delivers them with retries",
+            markup=False,
+            highlight=False,
+        )
+    finally:
+        dispatcher.close()
+
+
+# -- files of allocations: import / plan ----------------------------------------------
+
+FileArg = Annotated[
+    Path,
+    typer.Argument(
+        help="CSV (.csv) or JSON Lines (.jsonl, .ndjson) file of allocations; - reads stdin.",
+        show_default=False,
+    ),
+]
+FormatOpt = Annotated[
+    str | None,
+    typer.Option("--format", help="csv or jsonl (default: from the file's extension)."),
+]
+DefaultConnectionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--connection", help="Connection id for rows whose connection_id is empty or absent."
+    ),
+]
+
+
+def _report_row_errors(errors: list[Any], *, as_json: bool, stage: str) -> NoReturn:
+    """Print every row's problem (``line N: code: message``), exit 2: nothing stored."""
+    if as_json:
+        print(json.dumps({"errors": [e.as_dict() for e in errors], "stored": 0}, indent=2))
+    rows = len({e.line for e in errors})
+    err.print(
+        f"error: {len(errors)} problem(s) in {rows} row(s) ({stage}); nothing stored",
+        markup=False,
+        highlight=False,
+    )
+    if not as_json:
+        for e in errors:
+            err.print(str(e), markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _read_rows(
+    settings: Settings, file: Path, fmt: str | None, connection: str | None, *, as_json: bool
+) -> list[Any]:
+    """Parse and check the file; on any problem print them all and exit 2."""
+    from connector.importer import detect_format, parse_bytes
+
+    stdin = str(file) == "-"
+    if stdin and fmt is None:
+        _fail("reading the allocations from stdin (-) needs --format csv or jsonl")
+    try:
+        kind = detect_format(file, fmt)
+    except ValueError as exc:
+        _fail(str(exc))
+    try:
+        data = sys.stdin.buffer.read() if stdin else file.read_bytes()
+    except OSError as exc:
+        _fail(f"cannot read {str(file)!r}: {exc.strerror or exc}")
+    known = [c.id for c in settings.connections]
+    if connection is not None and connection not in known:
+        _fail(
+            f"--connection {connection!r} is not in the config; known: {', '.join(known) or 'none'}"
+        )
+    parsed = parse_bytes(data, kind, default_connection=connection, known_connections=known)
+    if parsed.errors:
+        _report_row_errors(parsed.errors, as_json=as_json, stage="file check")
+    return parsed.rows
+
+
+def _money_cell(value: Decimal | None, currency: str | None) -> str:
+    return "-" if value is None else f"{_money(value, currency)} {currency}"
+
+
+def _plan_table(items: list[Any], lines: list[int] | None) -> Table:
+    table = Table(title="Dry run: nothing stored, nothing sent")
+    names = [
+        "document",
+        "status",
+        "balance",
+        "would send",
+        "unapplied",
+        "balance after",
+        "outcome",
+        "reason",
+    ]
+    for name in (["line"] if lines is not None else []) + names:
+        table.add_column(name, justify="right" if name == "line" else "left")
+    for n, item in enumerate(items):
+        cur = item.currency
+        row = [
+            item.document_number or item.request.document,
+            item.document_status or "-",
+            _money_cell(item.balance, cur),
+            _money_cell(item.send_amount, cur),
+            _money_cell(item.unapplied, cur),
+            _money_cell(item.balance_after, cur),
+            item.outcome,
+            item.code or "",
+        ]
+        table.add_row(*([str(lines[n])] if lines is not None else []), *row)
+    return table
+
+
+def _plan_counts(items: list[Any]) -> dict[str, int]:
+    counts = {k: 0 for k in ("send", "already_settled", "replay", "rejected", "conflict")}
+    counts["invalid"] = 0
+    for item in items:
+        counts[item.outcome] = counts.get(item.outcome, 0) + 1
+    return counts
+
+
+def _show_plan(items: list[Any], lines: list[int] | None, *, as_json: bool) -> None:
+    if as_json:
+        rows = [
+            {**({"line": lines[n]} if lines is not None else {}), **item.as_dict()}
+            for n, item in enumerate(items)
+        ]
+        if lines is None:
+            print(json.dumps(rows, indent=2))
+        else:
+            print(json.dumps({"rows": rows, "summary": _plan_counts(items)}, indent=2))
+        return
+    out.print(_plan_table(items, lines))
+    for n, item in enumerate(items):
+        if item.outcome != "send" or item.code:
+            where = f"line {lines[n]}" if lines is not None else item.request.document
+            out.print(f"{where}: {item.message}", markup=False, highlight=False, soft_wrap=True)
+    counts = _plan_counts(items)
+    out.print(
+        f"{len(items)} allocation(s): {counts['send']} would send, "
+        f"{counts['already_settled']} already_settled, {counts['replay']} already imported, "
+        f"{counts['rejected']} rejected, {counts['conflict']} conflict, "
+        f"{counts['invalid']} invalid; nothing stored, nothing sent",
+        markup=False,
+        highlight=False,
+    )
+
+
+def _plan_exit(items: list[Any]) -> int:
+    if any(i.outcome == "invalid" for i in items):
+        return EXIT_BAD_INPUT
+    if any(i.outcome in ("rejected", "conflict") for i in items):
+        return EXIT_NOT_APPLIED
+    return 0
+
+
+def _plan_file(
+    config: Path, file: Path, fmt: str | None, connection: str | None, *, as_json: bool
+) -> NoReturn:
+    from connector.sync.push import PushEngine
+
+    settings, store = _open(config)
+    rows = _read_rows(settings, file, fmt, connection, as_json=as_json)
+    engine = PushEngine(settings, store)
+    try:
+        items = engine.plan([r.request for r in rows])
+    except ConfigError as exc:
+        _fail(str(exc))
+    finally:
+        engine.close()
+    _show_plan(items, [r.line for r in rows], as_json=as_json)
+    raise typer.Exit(_plan_exit(items))
+
+
+@app.command("import")
+def import_file(
+    config: ConfigOpt,
+    file: FileArg,
+    connection: DefaultConnectionOpt = None,
+    fmt: FormatOpt = None,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for every allocation's final state.")
+    ] = 300.0,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Same as connector plan: predict, store nothing, send nothing."
+        ),
+    ] = False,
+    enqueue_only: Annotated[
+        bool,
+        typer.Option(
+            "--enqueue-only",
+            help="Store the allocations and exit 0; a running daemon (connector run) pushes them.",
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import a file of allocations: check every row, store them all or none, push, wait.
+
+    Columns: connection_id, document, amount, document_type, transaction_date, currency,
+    currency_rate, account_code, reference, idempotency_key (see the README). Importing
+    the same file again adds nothing. Exit codes as for pay; 2 lists every bad row.
+    """
+    from connector.importer import RowError
+    from connector.sync.push import IntakeRejected, PushEngine, intent_as_dict
+
+    if dry_run and enqueue_only:
+        _fail("--dry-run and --enqueue-only exclude each other: choose one")
+    if dry_run:
+        _plan_file(config, file, fmt, connection, as_json=as_json)
+    settings, store = _open(config)
+    rows = _read_rows(settings, file, fmt, connection, as_json=as_json)
+    engine = PushEngine(settings, store)
+    try:
+        try:
+            results = engine.intake_many([r.request for r in rows], defer_unreadable=enqueue_only)
+        except IntakeRejected as exc:
+            errors = [RowError(rows[i].line, e.code, e.message) for i, e in exc.errors]
+            _report_row_errors(errors, as_json=as_json, stage="checked against the ledger")
+        ids = list(dict.fromkeys(r.intent.id for r in results))
+        if enqueue_only:
+            final = {r.intent.id: r.intent for r in results}
+        else:
+            try:
+                final = {i.id: i for i in engine.push_until_final(ids, timeout=timeout)}
+            except KeyboardInterrupt:
+                err.print(
+                    f"interrupted: {len(ids)} allocation(s) are stored; connector run (or "
+                    f"importing the same file again) finishes them",
+                    markup=False,
+                )
+                raise typer.Exit(130) from None
+    except ConfigError as exc:
+        _fail(str(exc))
+    finally:
+        engine.close()
+    if not enqueue_only:
+        _deliver_events(settings, store, len(ids))
+    intents = [final[r.intent.id] for r in results]
+    created = [r.created for r in results]
+    summary = _import_summary(intents, created)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "rows": [
+                        {"line": row.line, "new": new, **intent_as_dict(intent)}
+                        for row, intent, new in zip(rows, intents, created, strict=True)
+                    ],
+                    "summary": summary,
+                },
+                indent=2,
+            )
+        )
+    else:
+        table = Table(title="Import" + (" (stored for the daemon)" if enqueue_only else ""))
+        for name in ("line", "document", "amount", "state", "reason", "payment id", "import"):
+            table.add_column(name, justify="right" if name == "line" else "left")
+        for row, intent, new in zip(rows, intents, created, strict=True):
+            table.add_row(
+                str(row.line),
+                intent.document_number or intent.document_ref,
+                f"{_money(intent.amount, intent.currency)} {intent.currency}",
+                intent.state,
+                intent.reason_code or "",
+                intent.remote_payment_id or "",
+                "new" if new else "seen before",
+            )
+        out.print(table)
+        for row, intent in zip(rows, intents, strict=True):
+            if intent.reason_message and intent.state in TERMINAL:
+                out.print(
+                    f"line {row.line}: {intent.reason_message}",
+                    markup=False,
+                    highlight=False,
+                    soft_wrap=True,
+                )
+        out.print(
+            f"{summary['rows']} row(s): {summary['applied']} applied, "
+            f"{summary['already_settled']} already_settled, {summary['rejected']} rejected, "
+            f"{summary['conflict']} conflict, {summary['waiting']} waiting; "
+            f"{summary['new']} new, {summary['already_imported']} already imported",
+            markup=False,
+            highlight=False,
+        )
+        if enqueue_only:
+            out.print("stored: a running daemon (connector run) pushes them", markup=False)
+    raise typer.Exit(0 if enqueue_only else _exit_for(intents))
+
+
+def _import_summary(intents: list[PaymentIntent], created: list[bool]) -> dict[str, int]:
+    summary = {"rows": len(intents)}
+    for state in ("applied", "already_settled", "rejected", "conflict"):
+        summary[state] = sum(1 for i in intents if i.state == state)
+    summary["waiting"] = sum(1 for i in intents if i.state not in TERMINAL)
+    summary["new"] = sum(created)
+    summary["already_imported"] = len(created) - summary["new"]
+    return summary
+
+
+@app.command()
+def plan(
+    config: ConfigOpt,
+    file: FileArg,
+    connection: DefaultConnectionOpt = None,
+    fmt: FormatOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Dry-run a file of allocations (= import --dry-run): per row, what would be sent and
+    the predicted outcome; nothing is stored or sent.
+
+    Exit 0 every row would send or is settled/already imported; 3 some would be rejected
+    or conflict; 2 some row is invalid.
+    """
+    _plan_file(config, file, fmt, connection, as_json=as_json)
 
 
 @app.command()
@@ -488,6 +867,40 @@ def status(
         health = row["health"] + (f" ({row['health_reason']})" if row["health_reason"] else "")
         table.add_row(row["connection"], row["provider"], health, intents, curs)
     out.print(table)
+
+
+@app.command()
+def reconcile(
+    config: ConfigOpt,
+    connection: Annotated[
+        list[str] | None, typer.Option(help="Only this connection (repeatable).")
+    ] = None,
+    sample: Annotated[
+        int, typer.Option(min=0, help="Final intents per connection to look up in the ledger.")
+    ] = 50,
+    seed: Annotated[int | None, typer.Option(help="Seed of the sample (default: random).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Settle open intents, check a sample of final ones against the ledger, report
+    orphan and double payments, and end with a clearing line per connection.
+
+    Exit codes: 0 the books clear and nothing was found; 1 a finding, or a clearing
+    line that is not zero; 4 intents are still open (or a lookup could not be made).
+    """
+    from connector.sync.reconcile import reconcile as run_reconcile
+
+    settings, store = _open(config)
+    ids = list(connection or [c.id for c in settings.connections if c.enabled])
+    try:
+        report = run_reconcile(settings, store, connection_ids=ids, sample=sample, seed=seed)
+    except ConfigError as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        for line in report.lines():
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(report.exit_code)
 
 
 @app.command()

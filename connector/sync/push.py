@@ -745,11 +745,11 @@ class PushEngine:
             try:
                 docs.append(adapter.get_document(line.document, request.document_type))
             except DocumentNotFound as exc:
-                raise IntakeError("document_not_found", f"line {n}: {exc}") from None
+                raise IntakeError("document_not_found", f"allocations[{n}]: {exc}") from None
             except ConnectorError as exc:
                 raise IntakeError(
                     "provider_unavailable",
-                    f"line {n}: could not read {request.document_type} {line.document!r} from "
+                    f"allocations[{n}]: could not read {request.document_type} {line.document!r} from "
                     f"the ledger ({exc.code}: {exc.message}); nothing was stored, try again",
                 ) from None
         ids = [d.remote_id for d in docs]
@@ -793,7 +793,7 @@ class PushEngine:
                     "document": line.document.strip(),
                     "remote_id": doc.remote_id,
                     "number": doc.number,
-                    "amount": str(in_doc_currency(line.amount, f"line {n}")),
+                    "amount": str(in_doc_currency(line.amount, f"allocations[{n}]")),
                     "accepted_balance": str(doc.balance),
                 }
             )
