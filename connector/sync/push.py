@@ -257,6 +257,24 @@ class Decision:
     lines: str | None = None  # multi-document: the lines (JSON) with each line's send_amount
 
 
+@dataclass(frozen=True)
+class AttemptRow:
+    """An ``attempt`` row to append (a plain value: the hot path inserts them in bulk)."""
+
+    intent_id: str
+    at: datetime
+    phase: str
+    outcome: str
+    idempotency_key: str | None = None
+    status_code: int | None = None
+    message: str | None = None
+    remote_payment_id: str | None = None
+    provider_code: str | None = None
+    worker: str | None = None
+    method: str | None = None
+    path: str | None = None
+
+
 def decide(
     *,
     amount: Decimal,
@@ -374,6 +392,7 @@ class PushEngine:
         self._stop = threading.Event()
         # Intents a whole-call refusal sent back: each goes alone next time.
         self._solo: set[str] = set()
+        self._events_on = any(e.enabled for e in settings.events.endpoints)
         # The token refresher records connection.needs_attention through the store.
         bind_store(store, settings)
 
@@ -536,6 +555,21 @@ class PushEngine:
         out: dict[int, PaymentIntent | IntakeError] = {}
         if not todo:
             return out
+        prefetched = self._prefetch_documents([r for _i, r, _f, _k in todo])
+        rest: list[tuple[int, AllocationRequest, str, str]] = []
+        for item in todo:
+            i, request, fingerprint, key = item
+            doc = prefetched.get((request.connection_id, request.document_type, request.document))
+            if doc is None:
+                rest.append(item)
+                continue
+            try:
+                out[i] = self.prepare(request, fingerprint=fingerprint, key=key, document=doc)
+            except IntakeError as exc:
+                out[i] = exc
+        todo = rest
+        if not todo:
+            return out
         workers = 1
         if len(todo) > 1:
             workers = min(
@@ -553,6 +587,41 @@ class PushEngine:
             for i, future in futures.items():
                 out[i] = future.result()
         return out
+
+    def _prefetch_documents(
+        self, requests: list[AllocationRequest]
+    ) -> dict[tuple[str, str, str], DocumentSnapshot]:
+        """Read the documents of many single-document allocations in batched calls.
+
+        Best effort: what is not found here (or a failed read) is read one by one
+        afterwards, which gives the precise refusal.
+        """
+        groups: dict[tuple[str, str], list[str]] = {}
+        for request in requests:
+            if request.lines or not request.document.strip():
+                continue
+            groups.setdefault((request.connection_id, request.document_type), []).append(
+                request.document
+            )
+        found: dict[tuple[str, str, str], DocumentSnapshot] = {}
+        for (connection_id, kind), refs in groups.items():
+            if len(refs) < 2:
+                continue
+            try:
+                adapter = self.adapter(connection_id)
+            except Exception:
+                continue
+            batched = getattr(adapter, "get_documents", None)
+            if batched is None:
+                continue
+            try:
+                docs: dict[str, DocumentSnapshot] = batched(refs, kind)
+            except ConnectorError as exc:
+                log.warning("intake_prefetch_failed", connection=connection_id, error=exc.code)
+                continue
+            for ref, doc in docs.items():
+                found[(connection_id, kind, ref)] = doc
+        return found
 
     def _concurrency(self, connection_id: str) -> int:
         try:
@@ -577,8 +646,11 @@ class PushEngine:
         fingerprint: str | None = None,
         key: str | None = None,
         defer_unreadable: bool = False,
+        document: DocumentSnapshot | None = None,
     ) -> PaymentIntent:
         """Validate an allocation and build its intent, without storing anything.
+
+        ``document``: a fresh read of the document already in hand (batched intake).
 
         Raises:
             IntakeError: the allocation cannot be accepted (see ``code``).
@@ -650,9 +722,10 @@ class PushEngine:
             return self._prepare_lines(
                 request, conn, adapter, fingerprint, key, account, rate, pay_currency
             )
-        doc: DocumentSnapshot | None
+        doc: DocumentSnapshot | None = document
         try:
-            doc = adapter.get_document(request.document, request.document_type)
+            if doc is None:
+                doc = adapter.get_document(request.document, request.document_type)
         except DocumentNotFound as exc:
             raise IntakeError("document_not_found", str(exc)) from None
         except ConnectorError as exc:
@@ -1192,7 +1265,7 @@ class PushEngine:
         if not look:
             return clean, []
         found = self._find_many(adapter, look)
-        applied: list[tuple[PaymentIntent, RemotePayment, Attempt]] = []
+        applied: list[tuple[PaymentIntent, RemotePayment, AttemptRow]] = []
         unfound: list[PaymentIntent] = []
         for intent in look:
             payments = found.get(intent.id, [])
@@ -1244,7 +1317,9 @@ class PushEngine:
                 with self.store.session() as s:
                     for intent in members:
                         self._guarded_update(s, intent, state=IntentState.SENDING.value)
-                        s.add(self._attempt(intent, "lookup", outcome="not_found"))
+                        self._insert_attempts(
+                            s, [self._attempt(intent, "lookup", outcome="not_found")]
+                        )
                 resend.append((found_batch, self._ordered(found_batch, members)))
                 continue
             for intent in members:
@@ -1359,8 +1434,8 @@ class PushEngine:
         docs = self._read_documents(adapter, ready)
         unapplied_ok = bool(getattr(adapter.capabilities, "unapplied_credit", False))
         planned: dict[tuple[str, str], Decimal] = {}
-        to_send: list[tuple[PaymentIntent, DocumentSnapshot, Decision, Attempt]] = []
-        finals: list[tuple[PaymentIntent, IntentState, str, str, Attempt, DocumentSnapshot]] = []
+        to_send: list[tuple[PaymentIntent, DocumentSnapshot, Decision, AttemptRow]] = []
+        finals: list[tuple[PaymentIntent, IntentState, str, str, AttemptRow, DocumentSnapshot]] = []
         later: list[PaymentIntent] = []
         for intent in ready:
             assert intent.document_remote_id is not None
@@ -1548,7 +1623,7 @@ class PushEngine:
     def _store_batch(
         self,
         prefix: str,
-        chunk: list[tuple[PaymentIntent, DocumentSnapshot, Decision, Attempt]],
+        chunk: list[tuple[PaymentIntent, DocumentSnapshot, Decision, AttemptRow]],
     ) -> tuple[PushBatch, list[PaymentIntent]] | None:
         """Store, then send: members, key, amounts and decision are durable before the call."""
         now = self.clock.now()
@@ -1567,37 +1642,35 @@ class PushEngine:
             first_sent_at=now,
             updated_at=now,
         )
-        kept: list[PaymentIntent] = []
         with self.store.session() as s:
-            s.add(batch)
-            seen_docs: set[tuple[str, str]] = set()
-            for intent, doc, decision, attempt in chunk:
-                try:
-                    self._guarded_update(
-                        s,
-                        intent,
-                        state=IntentState.SENDING.value,
-                        batch_id=batch_id,
-                        preflight_balance=doc.balance,
-                        preflight_row_version=doc.row_version,
-                        send_amount=decision.send_amount,
-                        lines=decision.lines or intent.lines,
-                        key_first_sent_at=intent.key_first_sent_at or now,
-                        reason_code=decision.code,
-                        reason_message=decision.message[:1024] if decision.code else None,
-                        updated_at=now,
-                    )
-                except LeaseLost:
-                    log.warning("lease_lost", intent=intent.id)
-                    continue
-                s.add(attempt)
-                kept.append(intent)
-                if (doc.kind, doc.remote_id) not in seen_docs:
-                    seen_docs.add((doc.kind, doc.remote_id))
-                    self._upsert_doc(s, intent, doc)
+            rows = [
+                (
+                    intent,
+                    {
+                        "state": IntentState.SENDING.value,
+                        "batch_id": batch_id,
+                        "preflight_balance": doc.balance,
+                        "preflight_row_version": doc.row_version,
+                        "send_amount": decision.send_amount,
+                        "lines": decision.lines or intent.lines,
+                        "key_first_sent_at": intent.key_first_sent_at or now,
+                        "reason_code": decision.code,
+                        "reason_message": decision.message[:1024] if decision.code else None,
+                        "updated_at": now,
+                    },
+                )
+                for intent, doc, decision, _attempt in chunk
+            ]
+            kept = self._guarded_many(s, rows)
             if len(kept) != len(members):
                 batch.size = len(kept)
                 batch.members = json.dumps([m.id for m in kept])
+            s.add(batch)
+            ours = {intent.id for intent in kept}
+            self._insert_attempts(s, [a for i, _d, _c, a in chunk if i.id in ours])
+            self._upsert_docs(
+                s, members[0].connection_id, [d for i, d, _c, _a in chunk if i.id in ours]
+            )
         if not kept:
             return None
         return batch, kept
@@ -1631,15 +1704,18 @@ class PushEngine:
                 log.warning("batch_refused", batch=batch.id, error=exc.message)
                 with self.store.session() as s:
                     for intent in members:
-                        s.add(
-                            self._attempt(
-                                intent,
-                                "send",
-                                outcome=exc.code,
-                                key=key,
-                                status=exc.status_code,
-                                message=exc.message,
-                            )
+                        self._insert_attempts(
+                            s,
+                            [
+                                self._attempt(
+                                    intent,
+                                    "send",
+                                    outcome=exc.code,
+                                    key=key,
+                                    status=exc.status_code,
+                                    message=exc.message,
+                                )
+                            ],
                         )
                 self._close_batch(batch, "done")
                 for intent in members:
@@ -1649,8 +1725,8 @@ class PushEngine:
         else:
             self._checkpoint("after_send")
         by_id = {r.intent_id: r for r in results}
-        applied: list[tuple[PaymentIntent, RemotePayment, Attempt]] = []
-        unknown: list[tuple[PaymentIntent, ConnectorError, Attempt]] = []
+        applied: list[tuple[PaymentIntent, RemotePayment, AttemptRow]] = []
+        unknown: list[tuple[PaymentIntent, ConnectorError, AttemptRow]] = []
         more: list[PaymentIntent] = []
         for intent in members:
             result = by_id.get(intent.id)
@@ -1759,15 +1835,18 @@ class PushEngine:
                 .values(state="open" if clean else "sent", sends=batch.sends + 1, updated_at=now)
             )
             for intent in members:
-                s.add(
-                    self._attempt(
-                        intent,
-                        "send",
-                        outcome=exc.code,
-                        key=batch.provider_key,
-                        status=exc.status_code,
-                        message=exc.message,
-                    )
+                self._insert_attempts(
+                    s,
+                    [
+                        self._attempt(
+                            intent,
+                            "send",
+                            outcome=exc.code,
+                            key=batch.provider_key,
+                            status=exc.status_code,
+                            message=exc.message,
+                        )
+                    ],
                 )
                 try:
                     self._guarded_update(
@@ -1880,7 +1959,7 @@ class PushEngine:
             return "done"
         return self._new_key_version(intent, self._attempt(intent, "lookup", outcome="not_found"))
 
-    def _new_key_version(self, intent: PaymentIntent, attempt: Attempt | None) -> str:
+    def _new_key_version(self, intent: PaymentIntent, attempt: AttemptRow | None) -> str:
         """Leave the batch, mint the next key version, and decide again from a fresh read."""
         version = intent.key_version + 1
         prefix = self.settings.connection(intent.connection_id).reference_prefix
@@ -1897,13 +1976,13 @@ class PushEngine:
         return "preflight"
 
     def _apply(
-        self, intent: PaymentIntent, payment: RemotePayment, attempt: Attempt, adapter: Adapter
+        self, intent: PaymentIntent, payment: RemotePayment, attempt: AttemptRow, adapter: Adapter
     ) -> None:
         self._apply_many([(intent, payment, attempt)], adapter)
 
     def _apply_many(
         self,
-        applied: list[tuple[PaymentIntent, RemotePayment, Attempt]],
+        applied: list[tuple[PaymentIntent, RemotePayment, AttemptRow]],
         adapter: Adapter,
         *,
         batch: PushBatch | None = None,
@@ -1919,36 +1998,41 @@ class PushEngine:
                     .where(col(PushBatch.id) == batch.id)
                     .values(state="done", sends=batch.sends + 1, updated_at=now)
                 )
-            for intent, payment, attempt in applied:
-                try:
-                    self._guarded_update(
-                        s,
-                        intent,
-                        state=IntentState.APPLIED.value,
-                        remote_payment_id=payment.remote_id,
-                        attempts=intent.attempts + 1,
-                        reason_code=intent.reason_code
-                        if intent.reason_code in ("applied_up_to_balance", "left_unapplied")
+            kept_reason = ("applied_up_to_balance", "left_unapplied")
+            rows = [
+                (
+                    intent,
+                    {
+                        "state": IntentState.APPLIED.value,
+                        "remote_payment_id": payment.remote_id,
+                        "attempts": intent.attempts + 1,
+                        "reason_code": intent.reason_code
+                        if intent.reason_code in kept_reason
                         else None,
-                        reason_message=intent.reason_message
-                        if intent.reason_code in ("applied_up_to_balance", "left_unapplied")
+                        "reason_message": intent.reason_message
+                        if intent.reason_code in kept_reason
                         else None,
-                        lease_owner=None,
-                        lease_expires_at=None,
-                        updated_at=now,
-                    )
-                except LeaseLost:
-                    log.warning("lease_lost", intent=intent.id)
-                    continue
-                s.add(attempt)
-                record_event(
-                    s,
-                    self.settings,
-                    "allocation.applied",
-                    data=intent_as_dict(intent),
-                    connection_id=intent.connection_id,
-                    intent_id=intent.id,
+                        "lease_owner": None,
+                        "lease_expires_at": None,
+                        "updated_at": now,
+                    },
                 )
+                for intent, payment, _attempt in applied
+            ]
+            ours = {intent.id for intent in self._guarded_many(s, rows)}
+            self._insert_attempts(s, [a for i, _p, a in applied if i.id in ours])
+            for intent, payment, _attempt in applied:
+                if intent.id not in ours:
+                    continue
+                if self._events_on:
+                    record_event(
+                        s,
+                        self.settings,
+                        "allocation.applied",
+                        data=intent_as_dict(intent),
+                        connection_id=intent.connection_id,
+                        intent_id=intent.id,
+                    )
                 done.append((intent, payment))
             self._record_payments(s, done, now)
         if batch is not None:
@@ -2030,48 +2114,60 @@ class PushEngine:
             log.warning("confirm_read_failed", intents=len(intents), error=exc.code)
             return
         now = self.clock.now()
+        updates: list[dict[str, Any]] = []
+        attempts: list[AttemptRow] = []
+        fresh: list[DocumentSnapshot] = []
+        for intent in intents:
+            assert intent.document_remote_id is not None
+            doc = docs.get((intent.document_type, intent.document_remote_id))
+            if doc is None:
+                continue
+            fresh.extend(
+                d
+                for d in (docs.get((intent.document_type, r)) for r in _document_ids(intent))
+                if d is not None
+            )
+            updates.append(
+                {"b_id": intent.id, "v_balance": doc.balance, "v_status": doc.provider_status}
+            )
+            attempts.append(
+                self._attempt(
+                    intent,
+                    "confirm",
+                    outcome="ok",
+                    message=f"{doc.provider_status}, balance {doc.balance} {doc.currency}",
+                )
+            )
+            intent.result_balance, intent.result_status = doc.balance, doc.provider_status
+            sent = intent.send_amount if intent.send_amount is not None else intent.amount
+            expected_max = (intent.preflight_balance or doc.total) - sent
+            if not intent.lines and doc.balance > expected_max:
+                # Pair assertion: the ledger must show at least our payment.
+                log.error(
+                    "confirm_balance_mismatch",
+                    intent=intent.id,
+                    balance=str(doc.balance),
+                    expected_at_most=str(expected_max),
+                )
+        if not updates:
+            return
+        table = PaymentIntent.__table__  # type: ignore[attr-defined]
         with self.store.session() as s:
-            seen: set[tuple[str, str]] = set()
-            for intent in intents:
-                assert intent.document_remote_id is not None
-                key = (intent.document_type, intent.document_remote_id)
-                doc = docs.get(key)
-                if doc is None:
-                    continue
-                s.execute(
-                    sa.update(PaymentIntent)
-                    .where(col(PaymentIntent.id) == intent.id)
-                    .values(
-                        result_balance=doc.balance,
-                        result_status=doc.provider_status,
-                        updated_at=now,
-                    )
-                )
-                s.add(
-                    self._attempt(
-                        intent,
-                        "confirm",
-                        outcome="ok",
-                        message=f"{doc.provider_status}, balance {doc.balance} {doc.currency}",
-                    )
-                )
-                if key not in seen:
-                    seen.add(key)
-                    self._upsert_doc(s, intent, doc)
-                intent.result_balance, intent.result_status = doc.balance, doc.provider_status
-                sent = intent.send_amount if intent.send_amount is not None else intent.amount
-                expected_max = (intent.preflight_balance or doc.total) - sent
-                if not intent.lines and doc.balance > expected_max:
-                    # Pair assertion: the ledger must show at least our payment.
-                    log.error(
-                        "confirm_balance_mismatch",
-                        intent=intent.id,
-                        balance=str(doc.balance),
-                        expected_at_most=str(expected_max),
-                    )
+            s.connection().execute(
+                sa.update(table)
+                .where(table.c.id == sa.bindparam("b_id"))
+                .values(
+                    result_balance=sa.bindparam("v_balance"),
+                    result_status=sa.bindparam("v_status"),
+                    updated_at=now,
+                ),
+                updates,
+            )
+            self._insert_attempts(s, attempts)
+            self._upsert_docs(s, intents[0].connection_id, fresh)
 
     def _unknown(
-        self, intent: PaymentIntent, exc: ConnectorError, attempt: Attempt | None = None
+        self, intent: PaymentIntent, exc: ConnectorError, attempt: AttemptRow | None = None
     ) -> None:
         if attempt is None:
             attempt = self._attempt(
@@ -2108,8 +2204,8 @@ class PushEngine:
         message: str | None = None,
         remote: str | None = None,
         provider_code: str | None = None,
-    ) -> Attempt:
-        return Attempt(
+    ) -> AttemptRow:
+        return AttemptRow(
             intent_id=intent.id,
             at=self.clock.now(),
             phase=phase,
@@ -2124,7 +2220,7 @@ class PushEngine:
 
     def _attempt_now(self, intent: PaymentIntent, phase: str, **kw: Any) -> None:
         with self.store.session() as s:
-            s.add(self._attempt(intent, phase, **kw))
+            self._insert_attempts(s, [self._attempt(intent, phase, **kw)])
 
     def _guarded_update(self, session: Any, intent: PaymentIntent, **changes: Any) -> None:
         result = session.execute(
@@ -2139,11 +2235,74 @@ class PushEngine:
         for name, value in changes.items():
             setattr(intent, name, value)
 
+    def _guarded_many(
+        self, session: Any, rows: list[tuple[PaymentIntent, dict[str, Any]]]
+    ) -> list[PaymentIntent]:
+        """Apply per-intent changes (same columns for every row) in one executemany,
+        guarded by this worker's lease; return the intents updated.
+
+        When some lease was lost, the statement is undone row by row: the guarded
+        single updates then tell which intents are still ours.
+        """
+        if not rows:
+            return []
+        table = PaymentIntent.__table__  # type: ignore[attr-defined]
+        names = list(rows[0][1])
+        stmt = (
+            sa.update(table)
+            .where(
+                table.c.id == sa.bindparam("b_id"),
+                table.c.lease_owner == sa.bindparam("b_owner"),
+            )
+            .values({name: sa.bindparam(f"v_{name}") for name in names})
+        )
+        params = [
+            {"b_id": i.id, "b_owner": self.worker_id, **{f"v_{k}": v for k, v in ch.items()}}
+            for i, ch in rows
+        ]
+        nested = session.begin_nested()
+        result = session.connection().execute(stmt, params)
+        if result.rowcount == len(rows):
+            nested.commit()
+            for intent, changes in rows:
+                # Detached rows: set the loaded values directly (no change tracking
+                # is wanted; the database has them already).
+                vars(intent).update(changes)
+            return [intent for intent, _changes in rows]
+        nested.rollback()
+        kept: list[PaymentIntent] = []
+        for intent, changes in rows:
+            try:
+                self._guarded_update(session, intent, **changes)
+            except LeaseLost:
+                log.warning("lease_lost", intent=intent.id)
+                continue
+            kept.append(intent)
+        return kept
+
+    @staticmethod
+    def _insert_attempts(session: Any, attempts: list[AttemptRow]) -> None:
+        """Append attempt rows in one executemany."""
+        if not attempts:
+            return
+        table = Attempt.__table__  # type: ignore[attr-defined]
+        rows = [dict(vars(a)) for a in attempts]
+        session.connection().execute(sa.insert(table), rows)
+
+    def _upsert_docs(self, session: Any, connection_id: str, docs: list[DocumentSnapshot]) -> None:
+        """Mirror fresh document reads (invoices and bills), once per document."""
+        by_model: dict[type[Any], dict[str, dict[str, Any]]] = {}
+        for doc in docs:
+            model = Bill if doc.kind == "bill" else Invoice
+            by_model.setdefault(model, {})[doc.remote_id] = doc.record
+        for model, records in by_model.items():
+            upsert_records(session, model, connection_id, list(records.values()), self.clock.now())
+
     def _transition(
         self,
         intent: PaymentIntent,
         *,
-        attempt: Attempt | None = None,
+        attempt: AttemptRow | None = None,
         doc: DocumentSnapshot | None = None,
         event: str | None = None,
         **changes: Any,
@@ -2152,7 +2311,7 @@ class PushEngine:
         with self.store.session() as s:
             self._guarded_update(s, intent, **changes)
             if attempt is not None:
-                s.add(attempt)
+                self._insert_attempts(s, [attempt])
             if doc is not None:
                 self._upsert_doc(s, intent, doc)
             if event is not None:
@@ -2172,7 +2331,7 @@ class PushEngine:
         code: str,
         message: str,
         *,
-        attempt: Attempt | None = None,
+        attempt: AttemptRow | None = None,
         doc: DocumentSnapshot | None = None,
         **extra: Any,
     ) -> None:
