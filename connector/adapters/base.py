@@ -28,6 +28,7 @@ __all__ = [
     "DocumentSnapshot",
     "ItemResult",
     "Page",
+    "PaymentLine",
     "PaymentRequest",
     "RemotePayment",
     "build_adapter",
@@ -45,6 +46,10 @@ class Capabilities:
     idempotency: str  # how a write is made idempotent
     key_window: timedelta | None  # how long the provider remembers a key (None: no key)
     max_key_length: int
+    #: Whether a payment may carry more than it applies, the rest kept as the contact's
+    #: unapplied credit (``PaymentRequest.unapplied``); the engine refuses the
+    #: "leave_unapplied" over-payment policy where this is False.
+    unapplied_credit: bool = False
 
 
 @dataclass(frozen=True)
@@ -70,8 +75,31 @@ class DocumentSnapshot:
 
 
 @dataclass(frozen=True)
+class PaymentLine:
+    """One document a payment settles, and how much it applies to it."""
+
+    document_remote_id: str
+    amount: Decimal
+
+
+@dataclass(frozen=True)
 class PaymentRequest:
-    """One payment to create, in unified terms (what the mapping writes from)."""
+    """One payment to create, in unified terms (what the mapping writes from).
+
+    ``lines`` empty: the payment applies ``amount`` to ``document_remote_id``.
+    ``lines`` set: one payment applies each line's amount to its document (all of one
+    contact, all invoices or all bills); ``amount`` is their sum and
+    ``document_remote_id`` the first line's document (filled in when left empty).
+
+    ``unapplied`` > 0: the payment's total is ``amount + unapplied``; only ``amount``
+    is applied, the rest stays with the contact as unapplied credit (only where
+    ``Capabilities.unapplied_credit``).
+
+    Raises:
+        ValueError: lines that do not add up to ``amount``, name a document twice, or
+            carry an amount that is not positive; ``unapplied`` below zero; a
+            ``document_remote_id`` that is not the first line's document.
+    """
 
     intent_id: str
     document_remote_id: str
@@ -82,11 +110,62 @@ class PaymentRequest:
     account_code: str | None = None
     currency_rate: Decimal | None = None
     document_type: str = "invoice"  # invoice (AR, a customer payment) | bill (AP, a bill payment)
-    contact_remote_id: str | None = None  # customer or supplier of the document
+    contact_remote_id: str | None = None  # customer or supplier of the document(s)
     provider_key: str = ""  # the idempotency key of this payment (requestid, externalId…)
+    lines: tuple[PaymentLine, ...] = ()
+    unapplied: Decimal = Decimal(0)
+
+    def __post_init__(self) -> None:
+        if self.unapplied < 0:
+            raise ValueError(f"intent {self.intent_id}: unapplied must not be negative")
+        if not self.lines:
+            return
+        lines = tuple(self.lines)
+        object.__setattr__(self, "lines", lines)
+        docs = [line.document_remote_id for line in lines]
+        if len(set(docs)) != len(docs):
+            raise ValueError(f"intent {self.intent_id}: a document appears twice in lines")
+        if any(line.amount <= 0 for line in lines):
+            raise ValueError(f"intent {self.intent_id}: every line amount must be positive")
+        applied = sum((line.amount for line in lines), Decimal(0))
+        if applied != self.amount:
+            raise ValueError(
+                f"intent {self.intent_id}: lines add up to {applied}, amount is {self.amount}"
+            )
+        if not self.document_remote_id:
+            object.__setattr__(self, "document_remote_id", docs[0])
+        elif self.document_remote_id != docs[0]:
+            raise ValueError(
+                f"intent {self.intent_id}: document_remote_id {self.document_remote_id!r} is "
+                f"not the first line's document {docs[0]!r}"
+            )
+
+    @property
+    def applied_lines(self) -> tuple[PaymentLine, ...]:
+        """What the payment applies, per document (one line when ``lines`` is empty)."""
+        return self.lines or (PaymentLine(self.document_remote_id, self.amount),)
+
+    @property
+    def document_ids(self) -> tuple[str, ...]:
+        """The documents the payment applies to, in line order."""
+        return tuple(line.document_remote_id for line in self.applied_lines)
+
+    @property
+    def multi(self) -> bool:
+        """Whether the payment applies to more than one document."""
+        return len(self.applied_lines) > 1
+
+    @property
+    def total(self) -> Decimal:
+        """The payment's total: what it applies plus what it leaves unapplied."""
+        return self.amount + self.unapplied if self.unapplied else self.amount
 
     def as_mapping_input(self) -> dict[str, Any]:
-        """The request as the mapping's write expressions see it."""
+        """The request as the mapping's write expressions see it.
+
+        ``lines`` is always a list (one element for a single-document payment) of
+        ``{document_remote_id, amount}``; ``total_amount`` is ``amount + unapplied``.
+        """
         return {
             "intent_id": self.intent_id,
             "document_type": self.document_type,
@@ -99,12 +178,24 @@ class PaymentRequest:
             "reference": self.reference,
             "account_code": self.account_code,
             "currency_rate": self.currency_rate,
+            "lines": [
+                {"document_remote_id": line.document_remote_id, "amount": line.amount}
+                for line in self.applied_lines
+            ],
+            "unapplied": self.unapplied,
+            "total_amount": self.total,
         }
 
 
 @dataclass(frozen=True)
 class RemotePayment:
-    """A payment as found in the ledger."""
+    """A payment as found in the ledger.
+
+    ``amount`` is what it applies to the document(s) of the request it answers (for a
+    payment with an unapplied remainder, less than its total, which is in
+    ``record["total_amount"]``). A multi-document payment also carries its per-document
+    amounts in ``record["allocations"]`` (``[{id, type, amount}]``).
+    """
 
     remote_id: str
     document_remote_id: str | None
@@ -112,6 +203,9 @@ class RemotePayment:
     reference: str | None
     status: str  # unified: authorised | deleted
     record: dict[str, Any] = field(default_factory=dict)
+    #: What the payment applies to each document of the request it answers (one line
+    #: per document; ``amount`` is their sum). Empty only where an adapter cannot tell.
+    allocations: tuple[PaymentLine, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -150,6 +244,17 @@ class Adapter(Protocol):
         """
         ...
 
+    def get_documents(
+        self, remote_ids: Sequence[str], kind: str = "invoice"
+    ) -> dict[str, DocumentSnapshot]:
+        """Fresh reads of many documents in as few calls as the provider allows.
+
+        Keyed by the ref as given; a ref that names no document is absent. Each
+        snapshot is what :meth:`get_document` returns for that ref (a deleted or voided
+        document comes back with its status where the provider still shows it).
+        """
+        ...
+
     def list_changed(self, entity: str, since: datetime | None, page: int, page_size: int) -> Page:
         """Records of ``entity`` changed at or after ``since`` (second granularity)."""
         ...
@@ -166,7 +271,14 @@ class Adapter(Protocol):
         ...
 
     def find_payment(self, request: PaymentRequest) -> list[RemotePayment]:
-        """Payments in the ledger carrying ``request.reference`` on its document."""
+        """Payments in the ledger carrying ``request.reference`` on its document(s)."""
+        ...
+
+    def find_payments(self, requests: Sequence[PaymentRequest]) -> dict[str, list[RemotePayment]]:
+        """:meth:`find_payment` for many requests in as few calls as the provider allows.
+
+        Keyed by ``intent_id``; every request has an entry (an empty list: none found).
+        """
         ...
 
     def close(self) -> None:

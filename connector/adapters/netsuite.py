@@ -46,6 +46,7 @@ import tomllib
 import warnings
 from binascii import b2a_base64
 from collections.abc import Generator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal
@@ -78,6 +79,7 @@ from connector.adapters.base import (
     DocumentSnapshot,
     ItemResult,
     Page,
+    PaymentLine,
     PaymentRequest,
     RemotePayment,
 )
@@ -134,6 +136,10 @@ TOKEN_EXPIRY_MARGIN = timedelta(seconds=60)
 SLOT_WAIT_SECONDS = 60.0
 #: SuiteQL's largest page (fact sheet §3).
 MAX_PAGE = 1000
+#: Values in one SuiteQL ``IN (…)`` list of a batched read (documents, numbers).
+IN_LIST_MAX = 500
+#: Requests looked up by one SuiteQL query in :meth:`NetSuiteAdapter.find_payments`.
+LOOKUP_CHUNK = 50
 
 _DIGITS = re.compile(r"^\d+$")
 _KEY_VERSION = re.compile(r"-v\d+$")
@@ -148,6 +154,9 @@ _TRAN_TYPE = {"invoice": "CustInvc", "bill": "VendBill"}
 _PAYMENT_TYPE = {"invoice": "CustPymt", "bill": "VendPymt"}
 _DOC_KIND = {"CustInvc": "invoice", "VendBill": "bill"}
 _WRITERS = {"invoice": "customer_payment", "bill": "vendor_payment"}
+#: The body field of a payment's total (customerPayment "Payment Amount", vendorPayment
+#: "Amount", fact sheet §1/§2).
+AMOUNT_FIELD = {"invoice": "payment", "bill": "total"}
 
 WRITE_FIELDS = frozenset(
     {
@@ -162,6 +171,12 @@ WRITE_FIELDS = frozenset(
         "reference",
         "account_code",
         "currency_rate",
+        "lines",
+        "unapplied",
+        "total_amount",
+        # derived by the adapter: total_amount when the payment leaves something
+        # unapplied, else None (the vendorPayment body then carries no total)
+        "unapplied_total",
     }
 )
 #: Keys the write expressions build with JMESPath multi-select hashes (the apply
@@ -971,6 +986,9 @@ class NetSuiteAdapter:
         "externalId/memo before any resend",
         key_window=None,  # synchronous writes take no idempotency key
         max_key_length=255,
+        # §1: a customerPayment above what it applies keeps the rest unapplied; §2 lists
+        # vendorPayment.unapplied (the same behaviour for vendor payments is unconfirmed).
+        unapplied_credit=True,
     )
 
     def __init__(
@@ -992,6 +1010,7 @@ class NetSuiteAdapter:
             clock=clock,
             transport=transport,
             auth=self.credentials.httpx_auth(),
+            limits=self.capabilities,
         )
         host = urlsplit(settings.base_url).netloc.lower()
         self._slots = _account_slots(
@@ -1098,6 +1117,16 @@ class NetSuiteAdapter:
         """Every row of a small query (lookups: one page of up to 1000 rows)."""
         return [dict(item) for item in self._suiteql(q).get("items") or []]
 
+    def _all_rows(self, q: str) -> list[dict[str, Any]]:
+        """Every row of a query: the first page as :meth:`_rows` asks it (the default
+        page is the largest, §3), then ``limit``/``offset`` pages while ``hasMore``."""
+        data = self._suiteql(q)
+        rows = [dict(item) for item in data.get("items") or []]
+        while data.get("hasMore") and data.get("items"):
+            data = self._suiteql(q, limit=MAX_PAGE, offset=len(rows))
+            rows += [dict(item) for item in data.get("items") or []]
+        return rows
+
     def _first_rows(self, q: str, n: int) -> tuple[list[dict[str, Any]], bool]:
         """The first ``n`` rows of a query (pages of at most 1000), and whether more exist."""
         limit = min(n, MAX_PAGE)
@@ -1181,6 +1210,10 @@ class NetSuiteAdapter:
             if not rows:
                 raise DocumentNotFound(f"bill {internal_id} is not in SuiteQL's transactions")
             query = rows[0]
+        return self._document(kind, raw, query)
+
+    def _document(self, kind: str, raw: dict[str, Any], query: dict[str, Any]) -> DocumentSnapshot:
+        """The snapshot of a REST record (and, for a bill, its SuiteQL open amount)."""
         currency = self._currency_code((raw.get("currency") or {}).get("id"))
         view = {"record": raw, "query": query, "currency": currency}
         record = self.mapping.records.reader(kind).read(view)
@@ -1199,6 +1232,95 @@ class NetSuiteAdapter:
             record=record,
             contact_remote_id=(raw.get("entity") or {}).get("id"),
         )
+
+    def get_documents(
+        self, remote_ids: Sequence[str], kind: str = "invoice"
+    ) -> dict[str, DocumentSnapshot]:
+        """Fresh reads of many invoices or bills, keyed by the ref as given.
+
+        :meth:`get_document` reads the REST record (SuiteQL does not show everything the
+        record does), so this does the same with ``capabilities.concurrency`` GETs in
+        flight (within the account's slots). Refs that are no internal id are resolved
+        as numbers with one SuiteQL query (a number several documents carry is left
+        out, as get_document refuses it); the open amounts of bills come from one
+        SuiteQL query. Refs that name nothing are absent.
+        """
+        if kind not in _RECORD_TYPE:
+            raise ValueError(f"unknown document kind {kind!r}")
+        wanted = {ref: ref.strip() for ref in remote_ids if ref and ref.strip()}
+        refs = list(dict.fromkeys(wanted.values()))
+        records = self._records(kind, [r for r in refs if _DIGITS.match(r)])
+        numbered = self._ids_by_number([r for r in refs if r not in records], kind)
+        records.update(
+            self._records(kind, [i for i in dict.fromkeys(numbered.values()) if i not in records])
+        )
+        raws: dict[str, dict[str, Any]] = {}
+        for ref in refs:
+            raw = records.get(ref) if ref in records else records.get(numbered.get(ref, ""))
+            if raw is not None:
+                raws[ref] = raw
+        open_rows: dict[str, dict[str, Any]] = {}
+        if kind == "bill" and raws:
+            ids = list(dict.fromkeys(_sql_id(str(raw.get("id"))) for raw in raws.values()))
+            for start in range(0, len(ids), IN_LIST_MAX):
+                listed = ", ".join(ids[start : start + IN_LIST_MAX])
+                for row in self._all_rows(
+                    "SELECT t.id, t.foreignamountunpaid, t.foreignamountremaining "
+                    f"FROM transaction t WHERE t.id IN ({listed}) AND t.type = 'VendBill' "
+                    "ORDER BY t.id"
+                ):
+                    open_rows[str(row.get("id"))] = row
+        snapshots: dict[str, DocumentSnapshot] = {}
+        for ref, raw in raws.items():
+            query: dict[str, Any] = {}
+            if kind == "bill":
+                open_row = open_rows.get(str(raw.get("id")))
+                if open_row is None:
+                    continue  # get_document: not in SuiteQL's transactions → not found
+                query = open_row
+            snapshots[ref] = self._document(kind, raw, query)
+        return {given: snapshots[ref] for given, ref in wanted.items() if ref in snapshots}
+
+    def _records(self, kind: str, internal_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """REST records by internal id, ``capabilities.concurrency`` GETs at a time; ids
+        NetSuite does not know are left out."""
+
+        def fetch(internal_id: str) -> tuple[str, dict[str, Any] | None]:
+            try:
+                return internal_id, self._record(kind, internal_id)
+            except DocumentNotFound:
+                return internal_id, None
+
+        ids = list(dict.fromkeys(internal_ids))
+        workers = min(self.capabilities.concurrency, len(ids))
+        if workers <= 1:
+            found = [fetch(i) for i in ids]
+        else:
+            with ThreadPoolExecutor(workers, thread_name_prefix="netsuite-read") as pool:
+                found = list(pool.map(fetch, ids))
+        return {internal_id: raw for internal_id, raw in found if raw is not None}
+
+    def _ids_by_number(self, refs: Sequence[str], kind: str) -> dict[str, str]:
+        """Internal ids of documents numbered ``refs`` (``tranid`` or ``transactionnumber``),
+        for the refs exactly one document carries."""
+        out: dict[str, str] = {}
+        for start in range(0, len(refs), IN_LIST_MAX):
+            chunk = list(refs[start : start + IN_LIST_MAX])
+            texts = ", ".join(_sql_text(ref) for ref in chunk)
+            rows = self._all_rows(
+                f"SELECT t.id, t.tranid, t.transactionnumber FROM transaction t "
+                f"WHERE t.type = '{_TRAN_TYPE[kind]}' "
+                f"AND (t.tranid IN ({texts}) OR t.transactionnumber IN ({texts})) ORDER BY t.id"
+            )
+            for ref in chunk:
+                ids = {
+                    str(row["id"])
+                    for row in rows
+                    if row.get("id") and ref in (row.get("tranid"), row.get("transactionnumber"))
+                }
+                if len(ids) == 1:
+                    out[ref] = ids.pop()
+        return out
 
     @staticmethod
     def _settle_amounts(record: dict[str, Any], currency: str, balance_field: str) -> None:
@@ -1371,9 +1493,26 @@ class NetSuiteAdapter:
         if kind not in _PAYMENT_RECORD:
             raise ValueError(f"unknown document type {kind!r}")
         values = request.as_mapping_input()
+        values["unapplied_total"] = request.total if request.unapplied > 0 else None
         if kind == "bill" and self.settings.bill_payment_account_code:
             values["account_code"] = self.settings.bill_payment_account_code
         payload = self.mapping.write(kind, values)
+        items = (payload.get("apply") or {}).get("items")
+        total = payload.get(AMOUNT_FIELD[kind])
+        if (
+            request.multi and (not isinstance(items, list) or len(items) != len(request.lines))
+        ) or (request.unapplied and total != request.total):
+            # A connection's mapping override that writes one apply line, or no total,
+            # would pay less than asked while looking applied.
+            return ItemResult(
+                request.intent_id,
+                error=ValidationRejected(
+                    f"the {_WRITERS[kind]} mapping does not write one apply line per document "
+                    f"and the payment's total (use `lines` and `total_amount` / "
+                    f"`unapplied_total`)",
+                    provider_code="mapping",
+                ),
+            )
         try:
             response = self._call(
                 "POST",
@@ -1413,18 +1552,20 @@ class NetSuiteAdapter:
         return ItemResult(request.intent_id, payment=payment, status_code=response.status_code)
 
     def _created(self, request: PaymentRequest, remote_id: str) -> RemotePayment:
-        record = {
+        record: dict[str, Any] = {
             "remote_id": remote_id,
             "type": "accounts_payable"
             if request.document_type == "bill"
             else "accounts_receivable",
             "status": "authorised",
-            "total_amount": request.amount,
+            "total_amount": request.total,
             "currency": request.currency,
             "transaction_date": request.transaction_date,
             "reference": request.reference,
             "account_id": request.account_code,
         }
+        if request.multi:
+            record["allocations"] = _allocation_records(request.applied_lines, request)
         return RemotePayment(
             remote_id=remote_id,
             document_remote_id=request.document_remote_id,
@@ -1432,6 +1573,7 @@ class NetSuiteAdapter:
             reference=request.reference,
             status="authorised",
             record=record,
+            allocations=request.applied_lines,
         )
 
     def _refine(self, request: PaymentRequest, err: ConnectorError) -> ConnectorError:
@@ -1440,6 +1582,22 @@ class NetSuiteAdapter:
             "INVALID_CONTENT",
             "INVALID_KEY_OR_REF",
         }:
+            return err
+        if request.multi:
+            try:
+                readable = self.get_documents(list(request.document_ids), request.document_type)
+            except ConnectorError:
+                return err
+            gone = [d for d in request.document_ids if d not in readable]
+            if gone:
+                return DocumentNotFound(
+                    f"{request.document_type} {', '.join(gone)} no longer exist"
+                    if len(gone) > 1
+                    else f"{request.document_type} {gone[0]} no longer exists",
+                    provider_code=err.provider_code,
+                    provider_message=err.provider_message,
+                    status_code=err.status_code,
+                )
             return err
         try:
             self.get_document(request.document_remote_id, request.document_type)
@@ -1479,8 +1637,8 @@ class NetSuiteAdapter:
         if (
             found is not None
             and found.status != "deleted"
-            and quantize(found.amount, request.currency)
-            == quantize(request.amount, request.currency)
+            and [quantize(line.amount, request.currency) for line in found.allocations]
+            == [quantize(line.amount, request.currency) for line in request.applied_lines]
         ):
             log.info(
                 "netsuite_payment_adopted",
@@ -1503,73 +1661,172 @@ class NetSuiteAdapter:
         )
 
     def _remote_from_record(self, raw: Any, request: PaymentRequest) -> RemotePayment | None:
-        """Our document's line of a REST payment record, as a RemotePayment."""
+        """The lines of a REST payment record on the request's documents, as a
+        RemotePayment (None unless it applies to every one of them)."""
         if not isinstance(raw, dict):
             return None
         apply = raw.get("apply") or {}
         items = apply.get("items") if isinstance(apply, dict) else None
-        line = next(
-            (
-                item
-                for item in items or []
-                if str((item.get("doc") or {}).get("id")) == request.document_remote_id
-                and item.get("apply", True) is not False
-            ),
-            None,
-        )
-        if line is None or line.get("amount") is None:
-            return None
+        applied: list[tuple[str, Any]] = []
+        for document_id in request.document_ids:
+            line = next(
+                (
+                    item
+                    for item in items or []
+                    if str((item.get("doc") or {}).get("id")) == document_id
+                    and item.get("apply", True) is not False
+                ),
+                None,
+            )
+            if line is None or line.get("amount") is None:
+                return None
+            applied.append((document_id, line["amount"]))
         currency = self._currency_code((raw.get("currency") or {}).get("id"))
         view = {"record": raw, "currency": currency, "kind": _PAYMENT_TYPE[request.document_type]}
         record = self.mapping.records.reader("payment").read(view)
         record["total_amount"] = quantize(abs(record["total_amount"] or Decimal(0)), currency)
         status = "deleted" if record["status"] in {"void", "deleted"} else "authorised"
+        lines = tuple(
+            PaymentLine(document_id, quantize(abs(Decimal(str(amount))), currency))
+            for document_id, amount in applied
+        )
+        if request.multi:
+            record["allocations"] = _allocation_records(lines, request)
         return RemotePayment(
             remote_id=str(record["remote_id"]),
             document_remote_id=request.document_remote_id,
-            amount=quantize(abs(Decimal(str(line["amount"]))), currency),
+            amount=sum((line.amount for line in lines), Decimal(0)),
             reference=record.get("reference"),
             status=status,
             record=record,
+            allocations=lines,
         )
 
     def find_payment(self, request: PaymentRequest) -> list[RemotePayment]:
-        """Payments on the intent's document carrying our externalId or our memo.
+        """Payments on the intent's document(s) carrying our externalId or our memo.
 
         The externalId of any key version of the intent matches (a versioned key changes
         the externalId), and so does the memo (our reference). A voided payment is
         returned with ``status="deleted"``: it settles nothing.
+
+        Raises:
+            DocumentNotFound: a document id that is no internal id.
         """
-        doc_id = _sql_id(request.document_remote_id)
+        for document_id in request.document_ids:
+            _sql_id(document_id)
+        return self.find_payments([request])[request.intent_id]
+
+    def find_payments(self, requests: Sequence[PaymentRequest]) -> dict[str, list[RemotePayment]]:
+        """:meth:`find_payment` for many requests: one SuiteQL query per payment type for
+        up to :data:`LOOKUP_CHUNK` requests (``l.previousdoc IN (…)`` and the memos and
+        externalIds of all of them), the rows then matched to each request here.
+
+        A request whose document id is no internal id finds nothing.
+        """
+        found: dict[str, list[RemotePayment]] = {r.intent_id: [] for r in requests}
+        by_type: dict[str, list[PaymentRequest]] = {}
+        for request in requests:
+            if all(_DIGITS.match(d.strip()) for d in request.document_ids):
+                by_type.setdefault(_PAYMENT_TYPE[request.document_type], []).append(request)
+        for tran_type, members in by_type.items():
+            for start in range(0, len(members), LOOKUP_CHUNK):
+                chunk = members[start : start + LOOKUP_CHUNK]
+                rows = self._all_rows(self._lookup_query(tran_type, chunk))
+                for request in chunk:
+                    found[request.intent_id] = self._matches(request, rows)
+        return found
+
+    @staticmethod
+    def _key_matches(request: PaymentRequest) -> tuple[list[str], str | None]:
+        """The SuiteQL conditions that find ``request``'s payments by memo or externalId,
+        and the key stem whose later versions match too."""
         matches = [f"t.memo = {_sql_text(request.reference)}"]
+        stem: str | None = None
         if request.provider_key:
             matches.append(f"t.externalid = {_sql_text(request.provider_key)}")
-            stem = _KEY_VERSION.sub("", request.provider_key)
-            if stem != request.provider_key and _SAFE_KEY.match(stem):
+            candidate = _KEY_VERSION.sub("", request.provider_key)
+            if candidate != request.provider_key and _SAFE_KEY.match(candidate):
+                stem = candidate
                 matches.append(f"t.externalid LIKE {_sql_text(stem + '-v%')}")
-        rows = self._rows(
+        return matches, stem
+
+    def _lookup_query(self, tran_type: str, requests: Sequence[PaymentRequest]) -> str:
+        docs = list(dict.fromkeys(_sql_id(d) for r in requests for d in r.document_ids))
+        matches = list(dict.fromkeys(m for r in requests for m in self._key_matches(r)[0]))
+        on_docs = (
+            f"l.previousdoc = {docs[0]}"
+            if len(docs) == 1
+            else (f"l.previousdoc IN ({', '.join(docs)})")
+        )
+        return (
             f"SELECT {_PAYMENT_COLUMNS}, l.previousdoc, l.foreignamount applied "
             "FROM transaction t INNER JOIN nexttransactionlinelink l ON l.nextdoc = t.id "
             "LEFT JOIN currency c ON c.id = t.currency "
-            f"WHERE t.type = '{_PAYMENT_TYPE[request.document_type]}' "
-            f"AND l.previousdoc = {doc_id} AND ({' OR '.join(matches)}) ORDER BY t.id"
+            f"WHERE t.type = '{tran_type}' "
+            f"AND {on_docs} AND ({' OR '.join(matches)}) ORDER BY t.id"
         )
+
+    def _matches(self, request: PaymentRequest, rows: list[dict[str, Any]]) -> list[RemotePayment]:
+        """The payments among lookup ``rows`` that are ``request``'s, one per payment, with
+        what each applies to the request's documents."""
+        _, stem = self._key_matches(request)
+        docs = {_sql_id(d) for d in request.document_ids}
         reader = self.mapping.rows.reader("payment")
-        found: dict[str, RemotePayment] = {}
+        records: dict[str, dict[str, Any]] = {}
+        applied: dict[str, dict[str, Decimal]] = {}
         for row in rows:
-            record = reader.read(row)
-            currency = record.get("currency") or request.currency
-            record["total_amount"] = quantize(abs(record["total_amount"] or Decimal(0)), currency)
-            applied = quantize(abs(Decimal(str(row.get("applied") or 0))), currency)
-            remote_id = str(record["remote_id"])
-            previous = found.get(remote_id)
-            amount = applied + (previous.amount if previous else Decimal(0))
-            found[remote_id] = RemotePayment(
-                remote_id=remote_id,
-                document_remote_id=str(row.get("previousdoc") or request.document_remote_id),
-                amount=amount,
-                reference=record.get("reference"),
-                status="deleted" if record["status"] in {"void", "deleted"} else "authorised",
-                record=record,
+            doc = str(row.get("previousdoc") or "")
+            external = str(row.get("externalid") or "")
+            if doc not in docs:
+                continue
+            if not (
+                row.get("memo") == request.reference
+                or (request.provider_key and external == request.provider_key)
+                or (stem is not None and external.startswith(stem + "-v"))
+            ):
+                continue
+            remote_id = str(row.get("id"))
+            if remote_id not in records:
+                record = reader.read(row)
+                currency = record.get("currency") or request.currency
+                record["total_amount"] = quantize(
+                    abs(record["total_amount"] or Decimal(0)), currency
+                )
+                records[remote_id] = record
+            currency = records[remote_id].get("currency") or request.currency
+            amount = quantize(abs(Decimal(str(row.get("applied") or 0))), currency)
+            per_doc = applied.setdefault(remote_id, {})
+            per_doc[doc] = per_doc.get(doc, Decimal(0)) + amount
+        found: list[RemotePayment] = []
+        for remote_id, record in records.items():
+            lines = tuple(
+                PaymentLine(d, applied[remote_id][d])
+                for d in request.document_ids
+                if d in applied[remote_id]
             )
-        return list(found.values())
+            if request.multi:
+                record["allocations"] = _allocation_records(lines, request)
+            found.append(
+                RemotePayment(
+                    remote_id=remote_id,
+                    document_remote_id=request.document_remote_id
+                    if request.multi
+                    else lines[0].document_remote_id,
+                    amount=sum((line.amount for line in lines), Decimal(0)),
+                    reference=record.get("reference"),
+                    status="deleted" if record["status"] in {"void", "deleted"} else "authorised",
+                    record=record,
+                    allocations=lines,
+                )
+            )
+        return found
+
+
+def _allocation_records(
+    lines: Sequence[PaymentLine], request: PaymentRequest
+) -> list[dict[str, Any]]:
+    """Unified ``allocations[]`` (``{id, type, amount}``) of a payment's lines."""
+    return [
+        {"id": line.document_remote_id, "type": request.document_type, "amount": line.amount}
+        for line in lines
+    ]

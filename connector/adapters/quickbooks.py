@@ -64,6 +64,7 @@ from connector.adapters.base import (
     DocumentSnapshot,
     ItemResult,
     Page,
+    PaymentLine,
     PaymentRequest,
     RemotePayment,
 )
@@ -113,6 +114,11 @@ BATCH_REQUEST_ID_MAX = 36
 BATCH_MAX = 30
 #: §7: at most 1000 entities per query answer.
 QUERY_MAX = 1000
+#: Statements longer than this go as ``POST …/query`` (``Content-Type: application/text``,
+#: §7) instead of in the URL: a batched ``Id IN (…)`` read of 1000 ids would not fit one.
+QUERY_GET_MAX = 1500
+#: Customers (vendors) named in one lookup query's ``IN`` list.
+PARTY_IN_MAX = 100
 #: BillPayment ``DocNumber`` max 21 (§2); ``PaymentRefNum`` assumed the same.
 SHORT_REFERENCE_MAX = 21
 #: §1/§2: ``PrivateNote`` max 4000.
@@ -138,6 +144,9 @@ REQUEST_FIELDS = frozenset(
         "reference",
         "account_code",
         "currency_rate",
+        "lines",
+        "unapplied",
+        "total_amount",
     }
 )
 #: What the adapter derives from the connection for the writers (see the mapping file).
@@ -531,6 +540,9 @@ class QuickBooksAdapter:
         idempotency="requestid + lookup by PaymentRefNum",
         key_window=None,  # §5: no documented requestid retention → always look up first
         max_key_length=REQUEST_ID_MAX,
+        # §1: a Payment whose TotalAmt exceeds its lines keeps the rest as UnappliedAmt;
+        # §2: a BillPayment's overpayment "is treated as a credit".
+        unapplied_credit=True,
     )
 
     def __init__(
@@ -545,7 +557,9 @@ class QuickBooksAdapter:
         self.settings = settings
         self.realm_id = settings.tenant
         self.mapping = mapping or load_connection_mapping(settings)
-        self.http = ProviderHTTP(settings, store, clock=clock, transport=transport)
+        self.http = ProviderHTTP(
+            settings, store, clock=clock, transport=transport, limits=self.capabilities
+        )
         self._home_currency: str | None = None
 
     def close(self) -> None:
@@ -560,6 +574,7 @@ class QuickBooksAdapter:
         *,
         params: dict[str, str] | None = None,
         body: Any = None,
+        text: str | None = None,
         write: bool = False,
     ) -> dict[str, Any]:
         content = None
@@ -567,6 +582,9 @@ class QuickBooksAdapter:
         if body is not None:
             content = jsonutil.dumps(body).encode()
             headers["Content-Type"] = "application/json"
+        elif text is not None:
+            content = text.encode()
+            headers["Content-Type"] = "application/text"
         query = {**(params or {}), "minorversion": MINOR_VERSION}
         response = self.http.request(
             method,
@@ -616,7 +634,10 @@ class QuickBooksAdapter:
         return err
 
     def _query(self, statement: str) -> dict[str, Any]:
-        data = self._call("GET", "/query", params={"query": statement})
+        if len(statement) > QUERY_GET_MAX:
+            data = self._call("POST", "/query", text=statement)
+        else:
+            data = self._call("GET", "/query", params={"query": statement})
         answer = data.get("QueryResponse")
         return answer if isinstance(answer, dict) else {}
 
@@ -708,6 +729,48 @@ class QuickBooksAdapter:
                 )
             raw = items[0]
         return self._snapshot(raw, "bill" if kind == "bill" else "invoice")
+
+    def get_documents(
+        self, remote_ids: Sequence[str], kind: str = "invoice"
+    ) -> dict[str, DocumentSnapshot]:
+        """Fresh reads of many invoices or bills, keyed by the ref as given.
+
+        ``SELECT * FROM Invoice WHERE Id IN (…)`` (up to 1000 ids a query, §7), then
+        ``DocNumber IN (…)`` for the refs that are no Id — what :meth:`get_document`
+        does one ref at a time. A number several documents carry is left out (as
+        get_document refuses it), and so are deleted documents (gone from queries, §7;
+        get_document gets 610 for them). Voided ones are read with their state.
+        """
+        kind = "bill" if kind == "bill" else "invoice"
+        entity = _DOC_KIND[kind]
+        wanted = {ref: ref.strip() for ref in remote_ids if ref and ref.strip()}
+        refs = list(dict.fromkeys(wanted.values()))
+        by_id: dict[str, dict[str, Any]] = {}
+        for raw in self._query_in(entity, "Id", [r for r in refs if _NUMERIC.match(r)]):
+            by_id[str(raw.get("Id"))] = raw
+        by_number: dict[str, list[dict[str, Any]]] = {}
+        for raw in self._query_in(entity, "DocNumber", [r for r in refs if r not in by_id]):
+            by_number.setdefault(str(raw.get("DocNumber") or "").casefold(), []).append(raw)
+        snapshots: dict[str, DocumentSnapshot] = {}
+        for ref in refs:
+            found = by_id.get(ref)
+            if found is None:
+                numbered = by_number.get(ref.casefold()) or []
+                if len(numbered) != 1:
+                    continue
+                found = numbered[0]
+            snapshots[ref] = self._snapshot(found, kind)
+        return {given: snapshots[ref] for given, ref in wanted.items() if ref in snapshots}
+
+    def _query_in(
+        self, entity: str, field_name: str, values: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """Every ``entity`` whose ``field_name`` is one of ``values`` (1000 values a query)."""
+        out: list[dict[str, Any]] = []
+        for start in range(0, len(values), QUERY_MAX):
+            listed = ", ".join(_quote(v) for v in values[start : start + QUERY_MAX])
+            out.extend(self._query_all(entity, f"{field_name} IN ({listed})"))
+        return out
 
     def _page_of(
         self, entity: str, since: datetime | None, page: int, page_size: int
@@ -853,7 +916,22 @@ class QuickBooksAdapter:
                 f"{PRIVATE_NOTE_MAX}"
             )
         name = "bill_payment" if request.document_type == "bill" else "payment"
-        return self.mapping.write(name, self._write_input(request))
+        body = self.mapping.write(name, self._write_input(request))
+        lines = body.get("Line")
+        if (request.multi or request.unapplied) and (
+            not isinstance(lines, list)
+            or len(lines) != len(request.applied_lines)
+            or body.get("TotalAmt") != request.total
+        ):
+            # A connection's mapping override that writes one Line, or TotalAmt from
+            # `amount`, would pay less than asked while looking applied.
+            raise ValidationRejected(
+                f"the {name} mapping does not write one Line per document and TotalAmt = "
+                f"amount + unapplied (write.{name}.Line / TotalAmt: use `lines` and "
+                f"`total_amount`)",
+                provider_code="mapping",
+            )
+        return body
 
     def _linked(self, raw: dict[str, Any], document_id: str, txn_type: str) -> Decimal | None:
         """What the payment applies to the document (None: not linked to it)."""
@@ -865,20 +943,37 @@ class QuickBooksAdapter:
         return applied
 
     def _remote(self, raw: dict[str, Any], request: PaymentRequest) -> RemotePayment:
+        """The payment as it answers ``request``: what it applies to the request's
+        document(s) (``amount``, ``allocations``); its total is ``record["total_amount"]``."""
         kind = _PAY_KIND[request.document_type]
         record = self._read("bill_payment" if kind == "BillPayment" else "payment", raw)
         record.pop("allocations", None)
         if not record.get("currency"):  # no CurrencyRef without multicurrency
             record["currency"] = request.currency
-        applied = self._linked(raw, request.document_remote_id, _DOC_KIND[request.document_type])
+        txn_type = _DOC_KIND[request.document_type]
+        lines = []
+        for document_id in request.document_ids:
+            applied = self._linked(raw, document_id, txn_type)
+            if applied is not None:
+                lines.append(PaymentLine(document_id, quantize(applied, request.currency)))
+        if request.multi:
+            record["allocations"] = [
+                {
+                    "id": line.document_remote_id,
+                    "type": request.document_type,
+                    "amount": line.amount,
+                }
+                for line in lines
+            ]
         dead = record["status"] in {"void", "deleted"}
         return RemotePayment(
             remote_id=str(record["remote_id"]),
             document_remote_id=request.document_remote_id,
-            amount=quantize(applied or Decimal(0), request.currency),
+            amount=quantize(sum((line.amount for line in lines), Decimal(0)), request.currency),
             reference=request.reference if self._carries(raw, request.reference) else None,
             status="deleted" if dead else "authorised",
             record=record,
+            allocations=tuple(lines),
         )
 
     @staticmethod
@@ -1049,28 +1144,73 @@ class QuickBooksAdapter:
 
     def find_payment(self, request: PaymentRequest) -> list[RemotePayment]:
         """Payments (bill payments) of the document's customer (vendor) on the payment
-        date that carry our reference and are linked to the document; voided ones as
+        date that carry our reference and are linked to the document(s); voided ones as
         ``status="deleted"`` (deleted ones are gone from queries, §7)."""
-        kind = _PAY_KIND[request.document_type]
-        party = (
-            request.contact_remote_id
-            or self.get_document(
-                request.document_remote_id, request.document_type
-            ).contact_remote_id
-        )
-        conditions = [f"TxnDate = {_quote(request.transaction_date.isoformat())}"]
-        if party:
-            conditions.insert(0, f"{_PARTY_FIELD[kind]} = {_quote(str(party))}")
-        found: list[RemotePayment] = []
-        for raw in self._query_all(kind, " AND ".join(conditions)):
-            if not self._carries(raw, request.reference):
-                continue
-            payment = self._remote(raw, request)
-            linked = self._linked(raw, request.document_remote_id, _DOC_KIND[request.document_type])
-            if payment.status == "deleted" or linked is not None:
-                # A voided payment has no lines left: our reference identifies it.
-                found.append(payment)
+        return self.find_payments([request])[request.intent_id]
+
+    def find_payments(self, requests: Sequence[PaymentRequest]) -> dict[str, list[RemotePayment]]:
+        """:meth:`find_payment` for many requests: one query per payment kind and date.
+
+        The query language has no ``OR`` (§7) and the reference's fields are not known
+        to be filterable, so the lookup stays the one :meth:`find_payment` always made —
+        the payments of the customers (vendors) on the date — with ``IN`` over the
+        parties (``CustomerRef IN ('20', '24')``; §7 recommends ``IN`` for multi-id
+        lookups, that it works on a Ref is unconfirmed) and our reference matched here.
+        A request without its contact gets it from a batched read of its documents.
+        """
+        found: dict[str, list[RemotePayment]] = {r.intent_id: [] for r in requests}
+        parties = self._parties(requests)
+        groups: dict[tuple[str, str, bool], list[PaymentRequest]] = {}
+        for request in requests:
+            key = (
+                _PAY_KIND[request.document_type],
+                request.transaction_date.isoformat(),
+                parties.get(request.intent_id) is not None,
+            )
+            groups.setdefault(key, []).append(request)
+        for (kind, day, by_party), members in groups.items():
+            names = list(dict.fromkeys(str(parties[r.intent_id]) for r in members if by_party))
+            chunks = [names[i : i + PARTY_IN_MAX] for i in range(0, len(names), PARTY_IN_MAX)]
+            for chunk in chunks or [[]]:
+                conditions = [f"TxnDate = {_quote(day)}"]
+                if len(chunk) == 1:
+                    conditions.insert(0, f"{_PARTY_FIELD[kind]} = {_quote(chunk[0])}")
+                elif chunk:
+                    listed = ", ".join(_quote(n) for n in chunk)
+                    conditions.insert(0, f"{_PARTY_FIELD[kind]} IN ({listed})")
+                asked = set(chunk)
+                for raw in self._query_all(kind, " AND ".join(conditions)):
+                    party = str((raw.get(_PARTY_FIELD[kind]) or {}).get("value") or "")
+                    for request in members:
+                        if by_party and (
+                            parties[request.intent_id] not in asked
+                            or parties[request.intent_id] != party
+                        ):
+                            continue
+                        if not self._carries(raw, request.reference):
+                            continue
+                        payment = self._remote(raw, request)
+                        if payment.status == "deleted" or payment.allocations:
+                            # A voided payment has no lines left: our reference identifies it.
+                            found[request.intent_id].append(payment)
         return found
+
+    def _parties(self, requests: Sequence[PaymentRequest]) -> dict[str, str | None]:
+        """Each request's customer (vendor): its own, else its document's (one batched
+        read per document kind); None when the document cannot be read."""
+        parties: dict[str, str | None] = {}
+        missing: dict[str, list[PaymentRequest]] = {}
+        for request in requests:
+            if request.contact_remote_id:
+                parties[request.intent_id] = str(request.contact_remote_id)
+            else:
+                missing.setdefault(request.document_type, []).append(request)
+        for kind, members in missing.items():
+            docs = self.get_documents([r.document_remote_id for r in members], kind)
+            for request in members:
+                doc = docs.get(request.document_remote_id)
+                parties[request.intent_id] = doc.contact_remote_id if doc is not None else None
+        return parties
 
 
 def _allocations(raw: dict[str, Any]) -> list[dict[str, Any]]:

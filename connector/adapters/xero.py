@@ -3,15 +3,25 @@
 Idempotency: every payment write carries ``Idempotency-Key`` (Xero keeps it 6
 minutes) and our reference in ``Payment.Reference``, which ``find_payment``
 looks up with ``where=Reference=="…"`` before any resend.
+
+A Xero payment pays one invoice. A payment of several invoices (``PaymentRequest.lines``)
+is a batch payment (``PUT /BatchPayments``, fact sheet §1: "To pay many invoices in one
+bank transaction, use /BatchPayments"): one payment per invoice inside one batch, each
+carrying our reference, the batch's id being the payment's remote id. Xero payments
+cannot exceed the invoice's ``AmountDue`` (§1), so nothing can be left unapplied
+(``capabilities.unapplied_credit`` is False).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -23,6 +33,7 @@ from connector.adapters.base import (
     DocumentSnapshot,
     ItemResult,
     Page,
+    PaymentLine,
     PaymentRequest,
     RemotePayment,
 )
@@ -42,13 +53,22 @@ from connector.errors import (
 )
 from connector.http import ProviderHTTP
 from connector.mapping import Mapping_, load_mapping
-from connector.money import quantize
+from connector.money import quantize, to_decimal
 from connector.schema import Bill, Contact, Invoice, LedgerAccount, Payment
 from connector.store import Store
 
 __all__ = ["XERO_ERROR_TABLE", "XeroAdapter", "translate_xero_error"]
 
 API = "/api.xro/2.0"
+#: Ids (or numbers) per ``GET /Invoices?IDs=…`` and invoices per ``OR`` lookup: Xero
+#: recommends about 50 elements per request (fact sheet §6), and 50 GUIDs keep the URL
+#: under 2 KB.
+READ_CHUNK = 50
+#: Conditions per ``where`` of a payment lookup (each ``Invoice.InvoiceID==guid("…")``
+#: is 56 characters; 25 keep the URL well under 2 KB).
+LOOKUP_CHUNK = 25
+#: Xero's longest Idempotency-Key (fact sheet §4).
+MAX_KEY = 128
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 WRITE_FIELDS = frozenset(
     {
@@ -63,6 +83,9 @@ WRITE_FIELDS = frozenset(
         "reference",
         "account_code",
         "currency_rate",
+        "lines",
+        "unapplied",
+        "total_amount",
     }
 )
 MODELS: dict[str, type[SQLModel]] = {
@@ -286,7 +309,10 @@ class XeroAdapter:
         per_minute=60,
         idempotency="Idempotency-Key header (kept 6 minutes) + Reference lookup",
         key_window=timedelta(minutes=6),
-        max_key_length=128,
+        max_key_length=MAX_KEY,
+        # §1: "Amount: Must be less than or equal to the outstanding amount owing on the
+        # invoice": a payment cannot carry more than it applies.
+        unapplied_credit=False,
     )
 
     def __init__(
@@ -311,6 +337,7 @@ class XeroAdapter:
                 "X-AppMinLimit-Remaining",
             ),
             transport=transport,
+            limits=self.capabilities,
         )
         self._readers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
         #: Fetch the engine's next page in the background (a pull engine turns it on).
@@ -409,6 +436,42 @@ class XeroAdapter:
         if not invoices:
             raise DocumentNotFound(f"no {kind} {ref!r} in Xero tenant {self.settings.tenant}")
         return self._snapshot(invoices[0])
+
+    def get_documents(
+        self, remote_ids: Sequence[str], kind: str = "invoice"
+    ) -> dict[str, DocumentSnapshot]:
+        """Fresh reads of many invoices (bills), keyed by the ref as given.
+
+        ``GET /Invoices?IDs=…`` (a documented filter, "faster than where", fact sheet §5)
+        for InvoiceIDs and ``InvoiceNumbers=…`` for numbers, 50 a request. Without
+        ``page`` Xero leaves out line items, which no snapshot field reads. Deleted and
+        voided invoices come back with their status, as from :meth:`get_document`.
+        """
+        wanted_type = "ACCPAY" if kind == "bill" else "ACCREC"
+        wanted = {ref: ref.strip() for ref in remote_ids if ref and ref.strip()}
+        refs = list(dict.fromkeys(wanted.values()))
+        ids = [ref for ref in refs if _GUID.match(ref)]
+        numbers = [ref for ref in refs if not _GUID.match(ref) and "," not in ref]
+        found: dict[str, dict[str, Any]] = {}
+        for param, chunk_of in (("IDs", ids), ("InvoiceNumbers", numbers)):
+            for start in range(0, len(chunk_of), READ_CHUNK):
+                chunk = chunk_of[start : start + READ_CHUNK]
+                data = self._call("GET", "/Invoices", params={param: ",".join(chunk)})
+                for raw in data.get("Invoices") or []:
+                    if raw.get("Type", wanted_type) != wanted_type:
+                        continue
+                    key = raw.get("InvoiceID") if param == "IDs" else raw.get("InvoiceNumber")
+                    # As get_document: the first invoice (default order) of a number.
+                    found.setdefault(str(key or "").lower(), raw)
+        snapshots: dict[str, DocumentSnapshot] = {}
+        for ref in refs:
+            raw = found.get(ref.lower())
+            if raw is not None:
+                snapshots[ref] = self._snapshot(raw)
+            elif "," in ref:  # no comma-separated list can name it: read it alone
+                with contextlib.suppress(DocumentNotFound):
+                    snapshots[ref] = self.get_document(ref, kind)
+        return {given: snapshots[ref] for given, ref in wanted.items() if ref in snapshots}
 
     def list_changed(self, entity: str, since: datetime | None, page: int, page_size: int) -> Page:
         """One page of ``entity`` changed since ``since``, oldest change first.
@@ -519,14 +582,68 @@ class XeroAdapter:
     def push_payments(
         self, batch: Sequence[PaymentRequest], idempotency_key: str
     ) -> list[ItemResult]:
-        """``PUT /Payments?summarizeErrors=false`` with one Idempotency-Key for the call."""
+        """``PUT /Payments?summarizeErrors=false`` with one Idempotency-Key for the call;
+        payments of several invoices as ``PUT /BatchPayments?summarizeErrors=false``.
+
+        When a call holds both kinds, the batch payments go second under a key derived
+        from ``idempotency_key`` (deterministic, so a resend of the call resends both
+        under the same keys); if that second request fails, its items are reported
+        :class:`OutcomeUnknown` (the first request's results stand).
+        """
+        results: dict[str, ItemResult] = {}
+        singles: list[PaymentRequest] = []
+        batches: list[PaymentRequest] = []
+        for request in batch:
+            if request.unapplied > 0:
+                results[request.intent_id] = ItemResult(
+                    request.intent_id,
+                    error=ValidationRejected(
+                        "Xero cannot leave part of a payment unapplied: a payment must not "
+                        "exceed the invoice's AmountDue",
+                        provider_code="unapplied_not_supported",
+                    ),
+                )
+            elif request.multi:
+                batches.append(request)
+            else:
+                singles.append(request)
+        if singles:
+            for result in self._put_payments(singles, idempotency_key):
+                results[result.intent_id] = result
+        if batches:
+            if not singles:
+                for result in self._put_batch_payments(batches, idempotency_key):
+                    results[result.intent_id] = result
+            else:
+                key = _derived_key(idempotency_key, "-batch")
+                try:
+                    answered = self._put_batch_payments(batches, key)
+                except ConnectorError as exc:
+                    answered = [
+                        ItemResult(
+                            r.intent_id,
+                            error=OutcomeUnknown(
+                                f"PUT /BatchPayments failed after PUT /Payments "
+                                f"({exc.code}: {exc.message})",
+                                provider_code=exc.provider_code,
+                                status_code=exc.status_code,
+                            ),
+                            status_code=exc.status_code,
+                        )
+                        for r in batches
+                    ]
+                for result in answered:
+                    results[result.intent_id] = result
+        return [results[r.intent_id] for r in batch]
+
+    def _put_payments(self, batch: Sequence[PaymentRequest], key: str) -> list[ItemResult]:
         payload = {"Payments": [self.mapping.write_payment(r.as_mapping_input()) for r in batch]}
         data = self._call(
             "PUT",
             "/Payments",
             params={"summarizeErrors": "false"},
             body=payload,
-            headers={"Idempotency-Key": idempotency_key},
+            headers={"Idempotency-Key": key},
             write=True,
         )
         items = data.get("Payments") or []
@@ -558,14 +675,248 @@ class XeroAdapter:
                 )
         return results
 
-    def find_payment(self, request: PaymentRequest) -> list[RemotePayment]:
-        """Payments whose Reference is exactly ours, on the intent's document."""
-        reference = request.reference.replace('"', '\\"')
-        data = self._call("GET", "/Payments", params={"where": f'Reference=="{reference}"'})
-        found = [self._payment(p) for p in data.get("Payments", [])]
-        return [
-            p
-            for p in found
-            if p.reference == request.reference
-            and (p.document_remote_id or "").lower() == request.document_remote_id.lower()
+    def batch_payload(self, request: PaymentRequest) -> dict[str, Any]:
+        """The BatchPayment of a several-invoice request: one mapped payment per line
+        (``[write.payment]``), the first one's Account, Date and Reference on the batch
+        (the spec's request example carries them on both)."""
+        members = [
+            self.mapping.write_payment(
+                {
+                    **request.as_mapping_input(),
+                    "document_remote_id": line.document_remote_id,
+                    "amount": line.amount,
+                }
+            )
+            for line in request.applied_lines
         ]
+        body: dict[str, Any] = {
+            name: members[0][name]
+            for name in ("Account", "Date", "Reference")
+            if name in members[0]
+        }
+        body["Payments"] = members
+        return body
+
+    def _put_batch_payments(self, batch: Sequence[PaymentRequest], key: str) -> list[ItemResult]:
+        payload = {"BatchPayments": [self.batch_payload(r) for r in batch]}
+        data = self._call(
+            "PUT",
+            "/BatchPayments",
+            params={"summarizeErrors": "false"},
+            body=payload,
+            headers={"Idempotency-Key": key},
+            write=True,
+        )
+        items = data.get("BatchPayments") or []
+        if len(items) != len(batch):
+            raise OutcomeUnknown(
+                f"PUT /BatchPayments answered {len(items)} items for {len(batch)} sent",
+                provider_message=str(data)[:300],
+                status_code=200,
+            )
+        results: list[ItemResult] = []
+        for request, item in zip(batch, items, strict=True):
+            messages = "; ".join(
+                dict.fromkeys(
+                    m
+                    for m in [_messages(item)] + [_messages(p) for p in item.get("Payments") or []]
+                    if m
+                )
+            )
+            status = str(item.get("StatusAttributeString") or "OK").upper()
+            if status == "ERROR" or item.get("ValidationErrors") or messages:
+                err = translate_xero_error(400, "ValidationException", messages)
+                results.append(ItemResult(request.intent_id, error=err, status_code=200))
+            elif not item.get("BatchPaymentID"):
+                results.append(
+                    ItemResult(
+                        request.intent_id,
+                        error=OutcomeUnknown("Xero answered OK without a BatchPaymentID"),
+                        status_code=200,
+                    )
+                )
+            else:
+                results.append(
+                    ItemResult(
+                        request.intent_id,
+                        payment=self._batch_remote(item, request),
+                        status_code=200,
+                    )
+                )
+        return results
+
+    def _batch_remote(self, batch: dict[str, Any], request: PaymentRequest) -> RemotePayment:
+        """A batch payment (as ``/BatchPayments`` renders it) as the answer to ``request``."""
+        members = batch.get("Payments") or []
+        currency = next(
+            (
+                str((m.get("Invoice") or {}).get("CurrencyCode"))
+                for m in members
+                if (m.get("Invoice") or {}).get("CurrencyCode")
+            ),
+            request.currency,
+        )
+        return self._batch_of(
+            batch_id=str(batch["BatchPaymentID"]),
+            summary=batch,
+            members=[
+                (str((m.get("Invoice") or {}).get("InvoiceID") or ""), m.get("Amount"))
+                for m in members
+            ],
+            currency=currency,
+            request=request,
+        )
+
+    def _batch_of(
+        self,
+        *,
+        batch_id: str,
+        summary: dict[str, Any],
+        members: list[tuple[str, Any]],
+        currency: str,
+        request: PaymentRequest,
+    ) -> RemotePayment:
+        """The unified payment of a batch: ``remote_id`` the BatchPaymentID, ``amount`` and
+        ``allocations`` what it applies to the request's invoices, the record read by the
+        mapping's payment reader from the batch's summary."""
+        per_invoice: dict[str, Decimal] = {}
+        for invoice_id, amount in members:
+            key = invoice_id.lower()
+            per_invoice[key] = per_invoice.get(key, Decimal(0)) + to_decimal(amount or 0)
+        lines = tuple(
+            PaymentLine(doc, quantize(per_invoice[doc.lower()], currency))
+            for doc in request.document_ids
+            if doc.lower() in per_invoice
+        )
+        view = {
+            "PaymentID": batch_id,
+            "PaymentType": "ACCPAYPAYMENT"
+            if summary.get("Type") == "PAYBATCH"
+            else "ACCRECPAYMENT",
+            "Status": summary.get("Status"),
+            "Amount": summary.get("TotalAmount"),
+            "Invoice": {"CurrencyCode": currency},
+            "Date": summary.get("Date"),
+            "Reference": summary.get("Reference"),
+            "Account": summary.get("Account"),
+            "UpdatedDateUTC": summary.get("UpdatedDateUTC"),
+        }
+        record = self.mapping.reader("payment").read(view)
+        if record.get("total_amount") is not None:
+            record["total_amount"] = quantize(record["total_amount"], currency)
+        record["allocations"] = [
+            {"id": line.document_remote_id, "type": request.document_type, "amount": line.amount}
+            for line in lines
+        ]
+        return RemotePayment(
+            remote_id=batch_id,
+            document_remote_id=request.document_remote_id,
+            amount=quantize(sum((line.amount for line in lines), Decimal(0)), currency),
+            reference=record.get("reference") or request.reference,
+            status=record["status"],
+            record=record,
+            allocations=lines,
+        )
+
+    def find_payment(self, request: PaymentRequest) -> list[RemotePayment]:
+        """Payments whose Reference is exactly ours, on the intent's document(s)."""
+        return self.find_payments([request])[request.intent_id]
+
+    def find_payments(self, requests: Sequence[PaymentRequest]) -> dict[str, list[RemotePayment]]:
+        """:meth:`find_payment` for many requests in few ``GET /Payments`` calls.
+
+        One request: ``where=Reference=="…"``. Several: ``Invoice.InvoiceID==guid("…") OR
+        …`` over their invoices, 25 a call — the fact sheet (§5) names PaymentID and
+        Invoice.InvoiceID as the fields optimised with ``OR`` — our references then
+        matched here (requests naming an invoice by something else than its InvoiceID
+        fall back to ``Reference=="a" OR Reference=="b"``). A request of several invoices
+        finds the batch payments whose payments carry its reference on its invoices,
+        reported as batches (``BatchPaymentID``), as ``push_payments`` did.
+        """
+        found: dict[str, list[RemotePayment]] = {r.intent_id: [] for r in requests}
+        if not requests:
+            return found
+        raws: dict[str, dict[str, Any]] = {}
+        by_invoice = len(requests) > 1 and all(
+            _GUID.match(d) for r in requests for d in r.document_ids
+        )
+        if by_invoice:
+            docs = list(dict.fromkeys(d.lower() for r in requests for d in r.document_ids))
+            clauses = [f'Invoice.InvoiceID==guid("{d}")' for d in docs]
+        else:
+            refs = list(dict.fromkeys(r.reference for r in requests))
+            clauses = [f'Reference=="{_escaped(ref)}"' for ref in refs]
+        for start in range(0, len(clauses), LOOKUP_CHUNK):
+            where = " OR ".join(clauses[start : start + LOOKUP_CHUNK])
+            data = self._call("GET", "/Payments", params={"where": where})
+            for raw in data.get("Payments") or []:
+                raws.setdefault(str(raw.get("PaymentID")), raw)
+        batches: dict[str, list[dict[str, Any]]] = {}
+        for raw in raws.values():
+            if raw.get("BatchPaymentID"):
+                batches.setdefault(str(raw["BatchPaymentID"]), []).append(raw)
+        for request in requests:
+            mine = {d.lower() for d in request.document_ids}
+            if not request.multi:
+                # One invoice: the payment itself, made alone or in a batch (the spec's
+                # GET /Payments example shows one of a batch) — as push_payments sent it.
+                for raw in raws.values():
+                    payment = self._payment(raw)
+                    if (
+                        payment.reference == request.reference
+                        and (payment.document_remote_id or "").lower() in mine
+                    ):
+                        found[request.intent_id].append(payment)
+                continue
+            for batch_id, members in batches.items():
+                ours = [
+                    m
+                    for m in members
+                    if m.get("Reference") == request.reference
+                    and str((m.get("Invoice") or {}).get("InvoiceID") or "").lower() in mine
+                ]
+                if ours:
+                    found[request.intent_id].append(
+                        self._batch_of_payments(batch_id, ours, request)
+                    )
+        return found
+
+    def _batch_of_payments(
+        self, batch_id: str, payments: list[dict[str, Any]], request: PaymentRequest
+    ) -> RemotePayment:
+        """A batch payment as ``GET /Payments`` shows its payments (each with a summary
+        of the batch); deleted once all of them are."""
+        summary = dict(payments[0].get("BatchPayment") or {})
+        summary.setdefault(
+            "Type", "PAYBATCH" if payments[0].get("PaymentType") == "ACCPAYPAYMENT" else "RECBATCH"
+        )
+        summary.setdefault("Date", payments[0].get("Date"))
+        summary.setdefault("UpdatedDateUTC", payments[0].get("UpdatedDateUTC"))
+        summary["Reference"] = payments[0].get("Reference")
+        if all(str(p.get("Status")).upper() == "DELETED" for p in payments):
+            summary["Status"] = "DELETED"
+        live = [p for p in payments if str(p.get("Status")).upper() != "DELETED"] or payments
+        currency = str((payments[0].get("Invoice") or {}).get("CurrencyCode") or request.currency)
+        return self._batch_of(
+            batch_id=batch_id,
+            summary=summary,
+            members=[
+                (str((p.get("Invoice") or {}).get("InvoiceID") or ""), p.get("Amount"))
+                for p in live
+            ],
+            currency=currency,
+            request=request,
+        )
+
+
+def _escaped(text: str) -> str:
+    """A string for a ``where`` literal: its double quotes escaped."""
+    return text.replace('"', '\\"')
+
+
+def _derived_key(key: str, suffix: str) -> str:
+    """A second Idempotency-Key of one call, deterministic and within Xero's 128."""
+    if len(key) + len(suffix) <= MAX_KEY:
+        return key + suffix
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
+    return digest[: MAX_KEY - len(suffix)] + suffix

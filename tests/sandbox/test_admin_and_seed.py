@@ -285,9 +285,11 @@ def test_write_config_covers_every_ledger_and_the_config_loads(tmp_path: Path) -
     providers = [c.provider for c in settings.connections]
     assert providers == ["xero"] * 2 + ["quickbooks"] * 2 + ["netsuite"] * 2
     realms = [c.realm_id for c in settings.connections if c.provider == "quickbooks"]
+    assert state.quickbooks is not None
     assert realms == state.quickbooks.realm_ids
     for conn in settings.connections:
         if conn.provider == "netsuite":
             assert conn.private_key_path and Path(conn.private_key_path).is_file()
+            assert conn.account_id is not None
             assert "/netsuite/" in conn.base_url and conn.account_id in conn.base_url
     state.close()

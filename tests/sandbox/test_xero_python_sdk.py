@@ -12,6 +12,9 @@ import pytest
 from xero_python.accounting import (
     Account,
     AccountingApi,
+    BatchPayment,
+    BatchPaymentDeleteByUrlParam,
+    BatchPayments,
     CurrencyCode,
     Invoice,
     Payment,
@@ -173,6 +176,57 @@ def test_sdk_pays_a_bill_and_reads_contacts(
     assert all(c.is_supplier for c in suppliers)
     paged = api.get_contacts(tenant, page=1, page_size=2)
     assert len(paged.contacts) == 2 and paged.pagination.item_count == 5
+
+
+def test_sdk_makes_reads_and_deletes_a_batch_payment(
+    sdk: tuple[AccountingApi, dict[str, Any]], state: SandboxState
+) -> None:
+    api, _ = sdk
+    tenant = state.xero.tenant_ids[0]
+    one = state.xero.add_invoice(tenant, total=Decimal("40.00"))
+    two = state.xero.add_invoice(tenant, total=Decimal("15.50"))
+
+    created = api.create_batch_payment(
+        tenant,
+        BatchPayments(
+            batch_payments=[
+                BatchPayment(
+                    account=Account(code="090"),
+                    reference="sdk-batch-1",
+                    date=date(2024, 5, 4),
+                    payments=[
+                        Payment(invoice=Invoice(invoice_id=one["InvoiceID"]), amount=Decimal("40.00")),
+                        Payment(invoice=Invoice(invoice_id=two["InvoiceID"]), amount=Decimal("5.50"), reference="sdk-line-2"),
+                    ],
+                )
+            ]
+        ),
+        summarize_errors=False,
+        idempotency_key="sdk-batch-payment-1",
+    )  # fmt: skip
+
+    [batch] = created.batch_payments
+    assert batch.type == "RECBATCH" and batch.status == "AUTHORISED"
+    assert batch.total_amount == Decimal("45.50")
+    assert batch.date == date(2024, 5, 4)
+    assert [(str(p.invoice.invoice_id), p.amount) for p in batch.payments] == [
+        (one["InvoiceID"], Decimal("40.00")),
+        (two["InvoiceID"], Decimal("5.50")),
+    ]
+    assert state.xero.invoice(tenant, one["InvoiceID"])["Status"] == "PAID"
+    assert state.xero.invoice(tenant, two["InvoiceID"])["AmountDue"] == Decimal("10.00")
+
+    listed = api.get_batch_payments(tenant, where='Reference=="sdk-batch-1"').batch_payments
+    assert [str(b.batch_payment_id) for b in listed] == [str(batch.batch_payment_id)]
+    members = api.get_payments(tenant, where='Reference=="sdk-line-2"').payments
+    assert [str(p.batch_payment_id) for p in members] == [str(batch.batch_payment_id)]
+    assert members[0].batch_payment.type == "RECBATCH"
+
+    deleted = api.delete_batch_payment_by_url_param(
+        tenant, batch.batch_payment_id, BatchPaymentDeleteByUrlParam(status="DELETED")
+    )
+    assert deleted.batch_payments[0].status == "DELETED"
+    assert state.xero.invoice(tenant, one["InvoiceID"])["AmountDue"] == Decimal("40.00")
 
 
 def test_sdk_sees_rate_limits(make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch) -> None:

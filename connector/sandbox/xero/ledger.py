@@ -9,6 +9,12 @@ All reads and writes happen under one re-entrant lock shared with the server thr
 Returned dicts are rendered in Xero's JSON shape (Decimals inside, dates as
 ``/Date(ms+0000)/`` strings), so they compare directly with API responses.
 
+Batch payments (``/BatchPayments``, spec ``BatchPayment``): several invoices (or bills)
+paid as one bank transaction, all or nothing; each payment in a batch is an ordinary
+payment naming its batch (``BatchPaymentID``, as in the spec's GET /Payments example)
+and can only be deleted with the whole batch (fact sheet §1, DOC-PAY). See
+:meth:`XeroLedger.create_batch_payments` for what is confirmed and what is the sandbox's.
+
 Every change to an invoice, bill or contact is also published to the webhook
 (:attr:`XeroLedger.webhooks`): CREATE when it appears, UPDATE when it changes, and an
 invoice UPDATE for each payment created or deleted on it.
@@ -24,6 +30,7 @@ derives them from the contact's transactions).
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import uuid
@@ -45,6 +52,7 @@ from connector.sandbox.wire import (
 from connector.sandbox.xero.auth import XeroAuth
 from connector.sandbox.xero.models import (
     XAccount,
+    XBatchPayment,
     XContact,
     XInvoice,
     XLineItem,
@@ -54,13 +62,14 @@ from connector.sandbox.xero.models import (
 from connector.sandbox.xero.render import (
     currency_places,
     render_account,
+    render_batch_payment,
     render_contact,
     render_invoice,
     render_payment,
 )
 from connector.sandbox.xero.webhooks import XeroWebhooks
 
-__all__ = ["PaymentBatch", "XeroLedger", "payment_body_errors"]
+__all__ = ["PaymentBatch", "XeroLedger", "batch_payment_body_errors", "payment_body_errors"]
 
 ZERO = Decimal("0.00")
 TAX_RATE = Decimal("0.10")
@@ -88,6 +97,16 @@ MSG_AMOUNT_POSITIVE = "Payment Amount must be greater than zero"
 MSG_RATE_INVALID = "Currency rate must be greater than zero"
 MSG_ALREADY_DELETED = "This payment has already been deleted"
 MSG_RECONCILED = "This payment has been reconciled and cannot be deleted"
+# Batch payments (PUT /BatchPayments): no public source quotes Xero's wording for these.
+MSG_BATCH_NOT_OBJECT = "A batch payment must be a JSON object"
+MSG_BATCH_EMPTY = "A batch payment must contain at least one payment"
+MSG_BATCH_MIXED_TYPES = "A batch payment can pay sales invoices or bills, not both"
+MSG_BATCH_CURRENCY = "All invoices of a batch payment must be in the same currency"
+MSG_BATCH_MEMBER = (
+    "This payment was created in a batch payment and can only be deleted with the batch payment"
+)
+MSG_BATCH_ALREADY_DELETED = "This batch payment has already been deleted"
+MSG_BATCH_RECONCILED = "This batch payment has been reconciled and cannot be deleted"
 #: Reference of the payment the ``paid_elsewhere`` fault makes "in the Xero UI".
 PAID_ELSEWHERE_REFERENCE = "Paid in Xero"
 #: Reference prefix the ``concurrent_edit`` fault writes on the invoice it "edits".
@@ -220,6 +239,16 @@ class _Plan:
     is_reconciled: bool
 
 
+@dataclass
+class _BatchPlan:
+    type: str
+    account: XAccount
+    date: date
+    reference: str
+    texts: dict[str, str]
+    plans: list[_Plan]
+
+
 def _new_uuid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
@@ -247,6 +276,8 @@ _OBJECT_FIELDS = {
 _DECIMAL_FIELDS = frozenset({"amount", "currencyrate", "bankamount"})
 _BOOL_FIELDS = frozenset({"isreconciled", "hasaccount", "hasvalidationerrors"})
 _TEXT_FIELDS = frozenset({"reference", "status", "particulars", "details", "code"})
+#: Free-text bank fields of a batch payment other than Reference (spec BatchPayment).
+_BATCH_TEXTS = {name.lower(): name for name in ("Particulars", "Code", "Details", "Narrative")}
 
 
 def payment_body_errors(items: list[Any], collection: str = "Payments") -> str | None:
@@ -293,6 +324,44 @@ def payment_body_errors(items: list[Any], collection: str = "Payments") -> str |
             ):
                 return f"Could not convert string to boolean: {value}. {where}"
             elif key in _TEXT_FIELDS and isinstance(value, dict | list):
+                return f"Unexpected character encountered while parsing value. {where}"
+    return None
+
+
+def batch_payment_body_errors(items: list[Any]) -> str | None:
+    """What Xero's JSON deserializer refuses in a BatchPayments body, or None.
+
+    As :func:`payment_body_errors`: values of the wrong JSON type fail the whole request
+    with a 400 ``PostDataInvalidException`` (Json.NET's wording, the sandbox's paths).
+    """
+    for index, item in enumerate(items):
+        path = f"BatchPayments[{index}]"
+        if not isinstance(item, dict):
+            return f"Error converting value {dumps(item)} to type 'BatchPayment'. Path '{path}'."
+        for name, value in item.items():
+            key = str(name).lower()
+            where = f"Path '{path}.{name}'."
+            if value is None or value == "":
+                continue
+            if key == "account" and not isinstance(value, dict):
+                return f"Error converting value {dumps(value)} to type 'Account'. {where}"
+            if key in {"amount", "totalamount"}:
+                try:
+                    to_decimal(value)
+                except ValueError:
+                    return f"Could not convert string to decimal: {value}. {where}"
+            elif key == "date":
+                try:
+                    parse_date_value(value)
+                except ValueError:
+                    return f"Could not convert string to DateTime: {value}. {where}"
+            elif key == "payments":
+                if not isinstance(value, list):
+                    return f"Unexpected character encountered while parsing value. {where}"
+                problem = payment_body_errors(value, f"{path}.Payments")
+                if problem is not None:
+                    return problem
+            elif (key == "reference" or key in _BATCH_TEXTS) and isinstance(value, dict | list):
                 return f"Unexpected character encountered while parsing value. {where}"
     return None
 
@@ -429,6 +498,12 @@ class XeroLedger:
                 if (wanted is None or p.invoice_id == wanted)
                 and (include_deleted or p.status != "DELETED")
             ]
+
+    def batch_payments(self, tenant_id: str) -> list[dict[str, Any]]:
+        """The tenant's batch payments (deleted ones included), in creation order."""
+        with self.lock:
+            tenant = self.tenant(tenant_id)
+            return [render_batch_payment(tenant, b) for b in tenant.batch_payments.values()]
 
     def accounts(self, tenant_id: str) -> list[dict[str, Any]]:
         """The chart of accounts."""
@@ -775,6 +850,27 @@ class XeroLedger:
                     found.append(invoice_id)
             return found
 
+    def invoice_ids_for_batch_payments(self, tenant_id: str, items: list[Any]) -> list[str]:
+        """The invoices a ``PUT /BatchPayments`` body points at (unknown ones skipped)."""
+        members = [
+            member
+            for item in items
+            if isinstance(item, dict)
+            for member in (_field(item, "Payments") or [])
+            if isinstance(_field(item, "Payments"), list)
+        ]
+        return self.invoice_ids_for_payments(tenant_id, members)
+
+    def invoice_ids_of_batch_payment(self, tenant_id: str, batch_payment_id: str) -> list[str]:
+        """The invoices a batch payment pays ([] for an unknown batch)."""
+        with self.lock:
+            tenant = self.tenant(tenant_id)
+            batch = self._batch(tenant, batch_payment_id)
+            if batch is None:
+                return []
+            ids = [tenant.payments[pid].invoice_id for pid in batch.payment_ids]
+            return list(dict.fromkeys(ids))
+
     def invoice_id_of_payment(self, tenant_id: str, payment_id: str) -> str | None:
         """The invoice a payment is on, or None for an unknown payment."""
         with self.lock:
@@ -888,6 +984,9 @@ class XeroLedger:
             errors = []
             if payment.status == "DELETED":
                 errors.append(MSG_ALREADY_DELETED)
+            elif payment.batch_payment_id is not None:
+                # Xero: "payments created via batch payments … are not supported" (DOC-PAY).
+                errors.append(MSG_BATCH_MEMBER)
             elif payment.is_reconciled:
                 errors.append(MSG_RECONCILED)
             if errors:
@@ -895,16 +994,110 @@ class XeroLedger:
                 element["HasValidationErrors"] = True
                 element["ValidationErrors"] = [{"Message": m} for m in errors]
                 return False, element
-            stamp = self._stamp(tenant)
-            inv = tenant.invoices[payment.invoice_id]
-            payment.status = "DELETED"
-            payment.updated = stamp
-            inv.amount_paid -= payment.amount
-            if inv.status == "PAID" and inv.amount_due > 0:
-                inv.status = "AUTHORISED"
-            inv.updated = stamp
-            self._emit(tenant, "INVOICE", "UPDATE", inv.invoice_id, stamp)
+            self._reverse(tenant, payment, self._stamp(tenant))
             return True, render_payment(tenant, payment)
+
+    def create_batch_payments(
+        self, tenant_id: str, items: list[Any], *, summarize_errors: bool
+    ) -> PaymentBatch:
+        """Validate and make batch payments as ``PUT /BatchPayments`` does.
+
+        Each batch is all-or-nothing: its payments are applied together or, if any of
+        them is refused, none is (a batch is one bank transaction). The batch's
+        ``Account`` and ``Date`` apply to every payment in it (a payment's own are used
+        only when the batch has none: sandbox choice, the spec's example sends both).
+        A payment keeps its own ``Reference`` ("" when it has none, as in the spec's
+        GET /Payments example of a batch payment). Invoices of different contacts may
+        share a batch (what batch payments are for: paying several suppliers); sales
+        invoices and bills may not (``Type`` is RECBATCH or PAYBATCH), nor invoices in
+        different currencies (sandbox rule; wording unconfirmed).
+
+        With ``summarize_errors`` a refused batch refuses the request (HTTP 400, nothing
+        committed, only the refused batches returned); without it every batch is
+        returned with a ``StatusAttributeString``, as ``PUT /Payments`` does (the same
+        shape for batches is unconfirmed).
+        """
+        with self.lock:
+            tenant = self.tenant(tenant_id)
+            if not summarize_errors:
+                elements = []
+                for item in items:
+                    # Each batch is committed before the next is planned: later batches
+                    # see the earlier ones' payments.
+                    plan, failure = self._plan_batch(tenant, item, {})
+                    if plan is None:
+                        assert failure is not None
+                        failure["StatusAttributeString"] = "ERROR"
+                        elements.append(failure)
+                    else:
+                        element = render_batch_payment(tenant, self._commit_batch(tenant, plan))
+                        element["StatusAttributeString"] = "OK"
+                        elements.append(element)
+                return PaymentBatch(True, elements)
+            pending: dict[str, Decimal] = {}
+            plans: list[_BatchPlan] = []
+            failed: list[dict[str, Any]] = []
+            for item in items:
+                plan, failure = self._plan_batch(tenant, item, pending)
+                if plan is None:
+                    assert failure is not None
+                    failed.append(failure)
+                    continue
+                for member in plan.plans:
+                    iid = member.invoice.invoice_id
+                    pending[iid] = pending.get(iid, ZERO) + member.amount
+                plans.append(plan)
+            if failed:
+                return PaymentBatch(False, failed)
+            return PaymentBatch(
+                True, [render_batch_payment(tenant, self._commit_batch(tenant, p)) for p in plans]
+            )
+
+    def delete_batch_payment(
+        self, tenant_id: str, batch_payment_id: str
+    ) -> tuple[bool, dict[str, Any]]:
+        """Delete a batch payment (``POST /BatchPayments`` with Status DELETED): every
+        payment in it is reversed at once.
+
+        Returns:
+            ``(True, rendered batch)`` or ``(False, rendered batch with ValidationErrors)``.
+
+        Raises:
+            KeyError: Unknown tenant or batch payment.
+        """
+        with self.lock:
+            tenant = self.tenant(tenant_id)
+            batch = self._batch(tenant, batch_payment_id)
+            if batch is None:
+                raise KeyError(batch_payment_id)
+            errors = []
+            if batch.status == "DELETED":
+                errors.append(MSG_BATCH_ALREADY_DELETED)
+            elif batch.is_reconciled:
+                errors.append(MSG_BATCH_RECONCILED)
+            if errors:
+                element = render_batch_payment(tenant, batch)
+                element["ValidationErrors"] = [{"Message": m} for m in errors]
+                return False, element
+            stamp = self._stamp(tenant)
+            for pid in batch.payment_ids:
+                self._reverse(tenant, tenant.payments[pid], stamp)
+            batch.status = "DELETED"
+            batch.updated = stamp
+            return True, render_batch_payment(tenant, batch)
+
+    def find_batch_payment(self, tenant_id: str, batch_payment_id: str) -> dict[str, Any]:
+        """One batch payment, rendered.
+
+        Raises:
+            KeyError: Unknown tenant or batch payment.
+        """
+        with self.lock:
+            tenant = self.tenant(tenant_id)
+            batch = self._batch(tenant, batch_payment_id)
+            if batch is None:
+                raise KeyError(batch_payment_id)
+            return render_batch_payment(tenant, batch)
 
     def find_invoice(self, tenant: XTenant, key: str) -> XInvoice:
         """The internal record of an invoice by id (any case) or number (for the routes).
@@ -969,6 +1162,129 @@ class XeroLedger:
         if found is None:
             raise KeyError(payment_id)
         return found
+
+    @staticmethod
+    def _batch(tenant: XTenant, batch_payment_id: str) -> XBatchPayment | None:
+        return tenant.batch_payments.get(batch_payment_id) or tenant.batch_payments.get(
+            batch_payment_id.lower()
+        )
+
+    def _reverse(self, tenant: XTenant, payment: XPayment, stamp: datetime) -> None:
+        """Delete a payment: its invoice owes the amount again."""
+        inv = tenant.invoices[payment.invoice_id]
+        payment.status = "DELETED"
+        payment.updated = stamp
+        inv.amount_paid -= payment.amount
+        if inv.status == "PAID" and inv.amount_due > 0:
+            inv.status = "AUTHORISED"
+        inv.updated = stamp
+        self._emit(tenant, "INVOICE", "UPDATE", inv.invoice_id, stamp)
+
+    def _plan_batch(
+        self, tenant: XTenant, item: Any, pending: Mapping[str, Decimal]
+    ) -> tuple[_BatchPlan | None, dict[str, Any] | None]:
+        """Validate one requested batch: its plan, or the element echoing its errors."""
+        if not isinstance(item, dict):
+            return None, {
+                "HasValidationErrors": True,
+                "ValidationErrors": [{"Message": MSG_BATCH_NOT_OBJECT}],
+            }
+        members = _field(item, "Payments")
+        errors: list[str] = []
+        if not isinstance(members, list) or not members:
+            members = []
+            errors.append(MSG_BATCH_EMPTY)
+        batch_account = _field(item, "Account")
+        batch_date = _field(item, "Date")
+        local = dict(pending)
+        plans: list[_Plan] = []
+        echoes: list[dict[str, Any]] = []
+        invoices: list[XInvoice] = []
+        for member in members:
+            merged: Any = member
+            if isinstance(member, dict):
+                merged = {
+                    k: v
+                    for k, v in member.items()
+                    if not (
+                        (str(k).lower() == "account" and batch_account is not None)
+                        or (str(k).lower() == "date" and batch_date is not None)
+                    )
+                }
+                if batch_account is not None:
+                    merged["Account"] = batch_account
+                if batch_date is not None:
+                    merged["Date"] = batch_date
+            plan, member_errors, inv, acc = self._plan_payment(tenant, merged, local)
+            if inv is not None:
+                invoices.append(inv)
+            if plan is None:
+                errors.extend(member_errors)
+                echoes.append(self._echo(tenant, member, member_errors, inv, acc, False))
+                continue
+            iid = plan.invoice.invoice_id
+            local[iid] = local.get(iid, ZERO) + plan.amount
+            plans.append(plan)
+            echo = self._echo(tenant, member, [], inv, acc, False)
+            echo["HasValidationErrors"] = False
+            del echo["ValidationErrors"]
+            echoes.append(echo)
+        if len({inv.type for inv in invoices}) > 1:
+            errors.append(MSG_BATCH_MIXED_TYPES)
+        if len({inv.currency_code for inv in invoices}) > 1:
+            errors.append(MSG_BATCH_CURRENCY)
+        reference = _field(item, "Reference")
+        texts = {
+            canonical: str(value)
+            for name, value in item.items()
+            if (canonical := _BATCH_TEXTS.get(str(name).lower())) and value not in (None, "")
+        }
+        if errors or not plans:
+            element: dict[str, Any] = {}
+            if plans or invoices:
+                account = plans[0].account if plans else None
+                if account is not None:
+                    element["Account"] = render_account(account, full=False)
+            if reference not in (None, ""):
+                element["Reference"] = str(reference)
+            element.update(texts)
+            if batch_date not in (None, ""):
+                with contextlib.suppress(ValueError):
+                    element["Date"] = ms_date(parse_date_value(batch_date))
+            element["Payments"] = echoes
+            element["ValidationErrors"] = [{"Message": m} for m in dict.fromkeys(errors)]
+            return None, element
+        first = plans[0]
+        return (
+            _BatchPlan(
+                type="PAYBATCH" if first.invoice.type == "ACCPAY" else "RECBATCH",
+                account=first.account,
+                date=first.date,
+                reference="" if reference is None else str(reference),
+                texts=texts,
+                plans=plans,
+            ),
+            None,
+        )
+
+    def _commit_batch(self, tenant: XTenant, plan: _BatchPlan) -> XBatchPayment:
+        stamp = self._stamp(tenant)
+        batch = XBatchPayment(
+            batch_payment_id=_new_uuid(self._runtime_rng),
+            type=plan.type,
+            account_id=plan.account.account_id,
+            date=plan.date,
+            payment_ids=[],
+            updated=stamp,
+            reference=plan.reference,
+            texts=plan.texts,
+        )
+        tenant.batch_payments[batch.batch_payment_id] = batch
+        for member in plan.plans:
+            payment = self._commit(tenant, member, stamp)
+            payment.batch_payment_id = batch.batch_payment_id
+            batch.payment_ids.append(payment.payment_id)
+        return batch
 
     def _find_account(self, tenant: XTenant, ref: Mapping[str, Any]) -> XAccount | None:
         account_id = _field(ref, "AccountID")

@@ -11,6 +11,7 @@ __all__ = [
     "Grant",
     "RefreshToken",
     "XAccount",
+    "XBatchPayment",
     "XContact",
     "XInvoice",
     "XLineItem",
@@ -136,6 +137,30 @@ class XPayment:
     reference: str = ""
     status: str = "AUTHORISED"
     is_reconciled: bool = False
+    #: The batch payment this payment was created in (``BatchPaymentID``), if any.
+    batch_payment_id: str | None = None
+
+
+@dataclass
+class XBatchPayment:
+    """Several payments made as one bank transaction (``/BatchPayments``).
+
+    ``type`` is RECBATCH (sales invoices) or PAYBATCH (bills); the payments keep their
+    own ids and amounts and name the batch in ``batch_payment_id``.
+    """
+
+    batch_payment_id: str
+    type: str
+    account_id: str
+    date: dt.date
+    payment_ids: list[str]
+    updated: dt.datetime
+    reference: str = ""
+    #: Other free-text bank fields sent with the batch (Particulars, Code, Details,
+    #: Narrative), echoed as given.
+    texts: dict[str, str] = field(default_factory=dict)
+    status: str = "AUTHORISED"
+    is_reconciled: bool = False
 
 
 @dataclass
@@ -151,6 +176,7 @@ class XTenant:
     contacts: dict[str, XContact] = field(default_factory=dict)
     invoices: dict[str, XInvoice] = field(default_factory=dict)
     payments: dict[str, XPayment] = field(default_factory=dict)
+    batch_payments: dict[str, XBatchPayment] = field(default_factory=dict)
     last_stamp: dt.datetime | None = None
     #: Bumped on every change to the tenant's data (read caches compare it).
     version: int = 0

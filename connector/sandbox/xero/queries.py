@@ -17,13 +17,22 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from connector.sandbox.where import FieldTable, compile_where, sort_key_for_order
-from connector.sandbox.xero.models import XAccount, XContact, XInvoice, XPayment, XTenant
+from connector.sandbox.xero.models import (
+    XAccount,
+    XBatchPayment,
+    XContact,
+    XInvoice,
+    XPayment,
+    XTenant,
+)
+from connector.sandbox.xero.render import batch_total
 
 __all__ = [
     "ListQuery",
     "Page",
     "QueryCache",
     "account_table",
+    "batch_payment_table",
     "contact_table",
     "invoice_table",
     "payment_table",
@@ -282,6 +291,26 @@ def payment_table(tenant: XTenant) -> FieldTable[XPayment]:
             "Invoice.Contact.ContactID": lambda p: tenant.invoices[p.invoice_id].contact_id,
             "Account.AccountID": lambda p: p.account_id,
             "Account.Code": lambda p: tenant.accounts[p.account_id].code,
+            "BatchPaymentID": lambda p: p.batch_payment_id,
+        },
+    )
+
+
+def batch_payment_table(tenant: XTenant) -> FieldTable[XBatchPayment]:
+    """Filterable BatchPayment fields (the spec's example filters on Status)."""
+    return FieldTable(
+        "BatchPayment",
+        {
+            "BatchPaymentID": lambda b: b.batch_payment_id,
+            "Reference": lambda b: b.reference,
+            "Status": lambda b: b.status,
+            "Type": lambda b: b.type,
+            "Date": lambda b: b.date,
+            "TotalAmount": lambda b: batch_total(tenant, b),
+            "IsReconciled": lambda b: b.is_reconciled,
+            "UpdatedDateUTC": lambda b: b.updated,
+            "Account.AccountID": lambda b: b.account_id,
+            "Account.Code": lambda b: tenant.accounts[b.account_id].code,
         },
     )
 

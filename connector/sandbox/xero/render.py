@@ -9,12 +9,20 @@ from decimal import Decimal
 from typing import Any
 
 from connector.sandbox.wire import date_string, dumps, iso_utc_seconds, money, ms_date
-from connector.sandbox.xero.models import XAccount, XContact, XInvoice, XPayment, XTenant
+from connector.sandbox.xero.models import (
+    XAccount,
+    XBatchPayment,
+    XContact,
+    XInvoice,
+    XPayment,
+    XTenant,
+)
 
 __all__ = [
     "currency_places",
     "invoice_json",
     "render_account",
+    "render_batch_payment",
     "render_contact",
     "render_invoice",
     "render_payment",
@@ -217,8 +225,23 @@ def render_payment(tenant: XTenant, payment: XPayment) -> dict[str, Any]:
     account = tenant.accounts[payment.account_id]
     places = currency_places(invoice.currency_code)
     bank_places = currency_places(account.currency_code or tenant.base_currency)
-    return {
-        "PaymentID": payment.payment_id,
+    out: dict[str, Any] = {"PaymentID": payment.payment_id}
+    batch = tenant.batch_payments.get(payment.batch_payment_id or "")
+    if batch is not None:
+        # The spec's GET /Payments example: a payment made in a batch names it, with a
+        # summary of the batch (TotalAmount and IsReconciled typed as in its schema).
+        out["BatchPaymentID"] = batch.batch_payment_id
+        out["BatchPayment"] = {
+            "Account": {"AccountID": batch.account_id},
+            "BatchPaymentID": batch.batch_payment_id,
+            "Date": ms_date(batch.date),
+            "Type": batch.type,
+            "Status": batch.status,
+            "TotalAmount": batch_total(tenant, batch),
+            "UpdatedDateUTC": ms_date(batch.updated),
+            "IsReconciled": batch.is_reconciled,
+        }
+    return out | {
         "Date": ms_date(payment.date),
         "BankAmount": money(payment.bank_amount, bank_places),
         "Amount": money(payment.amount, places),
@@ -267,3 +290,70 @@ def invoice_json(
             del cache[old]
     cache[key] = (stamp, text)
     return text
+
+
+def batch_total(tenant: XTenant, batch: XBatchPayment) -> Decimal:
+    """The sum of the batch's payments (what it was created with, also once deleted)."""
+    payments = [tenant.payments[pid] for pid in batch.payment_ids if pid in tenant.payments]
+    if not payments:
+        return money(Decimal(0))
+    currency = tenant.invoices[payments[0].invoice_id].currency_code
+    return money(sum((p.amount for p in payments), Decimal(0)), currency_places(currency))
+
+
+def render_batch_payment(tenant: XTenant, batch: XBatchPayment) -> dict[str, Any]:
+    """A BatchPayment as in the spec's GET/PUT /BatchPayments examples.
+
+    A deleted batch lists no payments (the spec's delete example: ``"Payments": []``).
+    """
+    account = tenant.accounts[batch.account_id]
+    out: dict[str, Any] = {
+        "Account": {
+            "AccountID": account.account_id,
+            "CurrencyCode": account.currency_code or tenant.base_currency,
+        },
+    }
+    if batch.reference:
+        out["Reference"] = batch.reference
+    out.update(batch.texts)
+    payments = []
+    if batch.status != "DELETED":
+        for pid in batch.payment_ids:
+            payment = tenant.payments[pid]
+            invoice = tenant.invoices[payment.invoice_id]
+            places = currency_places(invoice.currency_code)
+            bank_places = currency_places(
+                tenant.accounts[payment.account_id].currency_code or tenant.base_currency
+            )
+            payments.append(
+                {
+                    "Invoice": {
+                        "InvoiceID": invoice.invoice_id,
+                        "CurrencyCode": invoice.currency_code,
+                        "Payments": [],
+                        "CreditNotes": [],
+                        "Prepayments": [],
+                        "Overpayments": [],
+                        "HasErrors": False,
+                        "IsDiscounted": False,
+                        "LineItems": [],
+                    },
+                    "PaymentID": payment.payment_id,
+                    "Amount": money(payment.amount, places),
+                    "BankAmount": money(payment.bank_amount, bank_places),
+                }
+            )
+    out.update(
+        {
+            "BatchPaymentID": batch.batch_payment_id,
+            "DateString": date_string(batch.date),
+            "Date": ms_date(batch.date),
+            "Payments": payments,
+            "Type": batch.type,
+            "Status": batch.status,
+            "TotalAmount": batch_total(tenant, batch),
+            "UpdatedDateUTC": ms_date(batch.updated),
+            "IsReconciled": batch.is_reconciled,
+        }
+    )
+    return out

@@ -36,13 +36,18 @@ from connector.sandbox.ratelimit import RateDecision
 from connector.sandbox.where import WhereError
 from connector.sandbox.wire import dumps, loads, ms_date_plain, parse_http_datetime
 from connector.sandbox.xero.auth import AuthError, TokenError, basic_credentials
-from connector.sandbox.xero.ledger import MSG_MODIFY, payment_body_errors
+from connector.sandbox.xero.ledger import (
+    MSG_MODIFY,
+    batch_payment_body_errors,
+    payment_body_errors,
+)
 from connector.sandbox.xero.models import Grant, XTenant
 from connector.sandbox.xero.queries import (
     ListQuery,
     Page,
     QueryCache,
     account_table,
+    batch_payment_table,
     contact_table,
     invoice_table,
     payment_table,
@@ -51,6 +56,7 @@ from connector.sandbox.xero.queries import (
 from connector.sandbox.xero.render import (
     invoice_json,
     render_account,
+    render_batch_payment,
     render_contact,
     render_payment,
 )
@@ -162,6 +168,22 @@ class XeroRoutes:
             ("payments", False, "PUT"): (self._create_payments, self._payment_targets),
             ("payments", False, "POST"): (self._create_payments, self._payment_targets),
             ("payments", True, "POST"): (self._delete_payment, self._deletion_targets),
+            ("batchpayments", False, "GET"): (self._get_batch_payments, None),
+            ("batchpayments", True, "GET"): (self._get_batch_payment, None),
+            ("batchpayments", False, "PUT"): (
+                self._create_batch_payments,
+                self._batch_payment_targets,
+            ),
+            # The spec's deleteBatchPayment: POST a BatchPaymentDelete body, or the status
+            # alone to /BatchPayments/{id} (deleteBatchPaymentByUrlParam).
+            ("batchpayments", False, "POST"): (
+                self._delete_batch_payment,
+                self._batch_deletion_targets,
+            ),
+            ("batchpayments", True, "POST"): (
+                self._delete_batch_payment,
+                self._batch_deletion_targets,
+            ),
             ("accounts", False, "GET"): (self._get_accounts, None),
             ("accounts", True, "GET"): (self._get_account, None),
             ("contacts", False, "GET"): (self._get_contacts, None),
@@ -404,6 +426,17 @@ class XeroRoutes:
         items = None if isinstance(parsed, Response) else _unwrap(parsed, "Payments")
         return self.ledger.invoice_ids_for_payments(ctx.tenant.tenant_id, items or [])
 
+    def _batch_payment_targets(self, request: Request, ctx: ApiContext, body: bytes) -> list[str]:
+        parsed = _parse_body(body)
+        items = None if isinstance(parsed, Response) else _unwrap(parsed, "BatchPayments")
+        return self.ledger.invoice_ids_for_batch_payments(ctx.tenant.tenant_id, items or [])
+
+    def _batch_deletion_targets(self, request: Request, ctx: ApiContext, body: bytes) -> list[str]:
+        batch_id = _batch_id_of(request, body)
+        if not batch_id:
+            return []
+        return self.ledger.invoice_ids_of_batch_payment(ctx.tenant.tenant_id, batch_id)
+
     def _deletion_targets(self, request: Request, ctx: ApiContext, body: bytes) -> list[str]:
         found = self.ledger.invoice_id_of_payment(
             ctx.tenant.tenant_id, request.path_params["item_id"]
@@ -569,6 +602,77 @@ class XeroRoutes:
             return _validation_error([element])
         return json_response(self._envelope("Payments", [element]))
 
+    # ------------------------------------------------------------------ batch payments
+
+    def _get_batch_payments(self, request: Request, ctx: ApiContext, body: bytes) -> Response:
+        tenant = ctx.tenant
+        # The spec gives GET /BatchPayments where, order and If-Modified-Since, no paging.
+        query = self._list_query(request, _params(request), paged=False)
+        with self.ledger.lock:
+            try:
+                page = run_query(
+                    tenant.batch_payments.values(),
+                    batch_payment_table(tenant),
+                    query,
+                    id_of=lambda b: b.batch_payment_id,
+                    updated_of=lambda b: b.updated,
+                )
+            except WhereError as exc:
+                return _error(16, "QueryParseException", str(exc))
+            items = [render_batch_payment(tenant, b) for b in page.items]
+        return json_response(self._envelope("BatchPayments", items))
+
+    def _get_batch_payment(self, request: Request, ctx: ApiContext, body: bytes) -> Response:
+        try:
+            batch = self.ledger.find_batch_payment(
+                ctx.tenant.tenant_id, request.path_params["item_id"]
+            )
+        except KeyError:
+            return _text(NOT_FOUND_TEXT, 404)
+        return json_response(self._envelope("BatchPayments", [batch]))
+
+    def _create_batch_payments(self, request: Request, ctx: ApiContext, body: bytes) -> Response:
+        parsed = _parse_body(body)
+        if isinstance(parsed, Response):
+            return parsed
+        items = _unwrap(parsed, "BatchPayments")
+        if items is None:
+            return _post_data_invalid('expected a BatchPayment object or {"BatchPayments": [...]}')
+        problem = batch_payment_body_errors(items)
+        if problem is not None:
+            return _post_data_invalid(problem)
+        summarize = _is_true(_params(request).get("summarizeerrors"), True)
+        batch = self.ledger.create_batch_payments(
+            ctx.tenant.tenant_id, items, summarize_errors=summarize
+        )
+        if not batch.ok:
+            return _validation_error(batch.elements)
+        return json_response(self._envelope("BatchPayments", batch.elements))
+
+    def _delete_batch_payment(self, request: Request, ctx: ApiContext, body: bytes) -> Response:
+        parsed = _parse_body(body)
+        if isinstance(parsed, Response):
+            return parsed
+        batch_id = _batch_id_of(request, body)
+        if not batch_id:
+            return _post_data_invalid('expected {"BatchPaymentID": "…", "Status": "DELETED"}')
+        tenant_id = ctx.tenant.tenant_id
+        try:
+            current = self.ledger.find_batch_payment(tenant_id, batch_id)
+        except KeyError:
+            return _text(NOT_FOUND_TEXT, 404)
+        items = _unwrap(parsed, "BatchPayments")
+        fields = items[0] if items and isinstance(items[0], dict) else {}
+        status = next((v for k, v in fields.items() if k.lower() == "status"), None)
+        if not isinstance(status, str) or status.upper() != "DELETED":
+            # Batch payments cannot be edited, only deleted (sandbox wording).
+            current["ValidationErrors"] = [{"Message": MSG_MODIFY}]
+            return _validation_error([current])
+        ok, element = self.ledger.delete_batch_payment(tenant_id, batch_id)
+        if not ok:
+            return _validation_error([element])
+        return json_response(self._envelope("BatchPayments", [element]))
+
     # ------------------------------------------------------------------ accounts, contacts
 
     def _get_accounts(self, request: Request, ctx: ApiContext, body: bytes) -> Response:
@@ -681,6 +785,18 @@ def _unwrap(parsed: Any, key: str) -> list[Any] | None:
         if name.lower() == key.lower():
             return value if isinstance(value, list) else None
     return [parsed]
+
+
+def _batch_id_of(request: Request, body: bytes) -> str | None:
+    """The batch payment a delete names: in the URL, else ``BatchPaymentID`` in the body."""
+    in_url = request.path_params.get("item_id")
+    if in_url:
+        return str(in_url)
+    parsed = _parse_body(body)
+    items = None if isinstance(parsed, Response) else _unwrap(parsed, "BatchPayments")
+    first = items[0] if items and isinstance(items[0], dict) else {}
+    found = next((v for k, v in first.items() if k.lower() == "batchpaymentid"), None)
+    return found if isinstance(found, str) and found else None
 
 
 def _to_cached(response: Response) -> CachedResponse:

@@ -142,12 +142,12 @@ def test_concurrent_edit_at_the_write_still_lands_once(ns: NS, kind: str) -> Non
 class _EditBeforeSend:
     """An adapter whose first push is preceded by a person's edit in the NetSuite UI."""
 
-    def __init__(self, inner: NetSuiteAdapter, edit: Callable[[], None]) -> None:
+    def __init__(self, inner: NetSuiteAdapter, edit: Callable[[], object]) -> None:
         self.inner = inner
         self.provider = inner.provider
         self.capabilities = inner.capabilities
         self.entities = inner.entities
-        self._edit: Callable[[], None] | None = edit
+        self._edit: Callable[[], object] | None = edit
 
     def get_document(self, ref: str, kind: str = "invoice") -> DocumentSnapshot:
         return self.inner.get_document(ref, kind)
@@ -165,6 +165,14 @@ class _EditBeforeSend:
 
     def find_payment(self, request: PaymentRequest) -> list[RemotePayment]:
         return self.inner.find_payment(request)
+
+    def get_documents(
+        self, remote_ids: Sequence[str], kind: str = "invoice"
+    ) -> dict[str, DocumentSnapshot]:
+        return self.inner.get_documents(remote_ids, kind)
+
+    def find_payments(self, requests: Sequence[PaymentRequest]) -> dict[str, list[RemotePayment]]:
+        return self.inner.find_payments(requests)
 
     def close(self) -> None:
         self.inner.close()
@@ -390,7 +398,7 @@ def test_concurrent_pushes_stay_within_the_account_limit(ns: NS) -> None:
             refused.append(account)
         return ok
 
-    ns.ledger.acquire_slot = counting  # type: ignore[method-assign]
+    ns.ledger.acquire_slot = counting  # type: ignore[method-assign,assignment]
     ns.faults.update({"latency_ms": 150})  # every write holds its slot a while
     results: dict[int, list[ItemResult]] = {}
 

@@ -670,8 +670,9 @@ def test_vendored_fact_sheet_is_current() -> None:
 def test_mapping_writers_are_checked_at_load() -> None:
     text = (Path(__file__).parents[3] / "connector" / "mappings" / "quickbooks.toml").read_text()
     assert load_quickbooks_mapping(text).writers.keys() == {"payment", "bill_payment"}
-    typo = text.replace('TotalAmt = "amount"', 'TotalAmt = "amuont"', 1)
-    with pytest.raises(MappingError, match="amuont"):
+    typo = text.replace('TotalAmt = "total_amount"', 'TotalAmt = "total_amuont"', 1)
+    assert typo != text
+    with pytest.raises(MappingError, match="total_amuont"):
         load_quickbooks_mapping(typo, source="typo.toml")
     in_hash = text.replace("TxnId: document_remote_id", "TxnId: document_id", 1)
     with pytest.raises(MappingError, match="document_id"):
