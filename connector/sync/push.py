@@ -30,7 +30,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -106,7 +106,6 @@ DEFAULT_CLAIM = 500
 MAX_PARALLEL_CONNECTIONS = 8
 # Documents in one multi-document payment.
 MAX_LINES = 50
-_REQUEST_FIELDS = frozenset(f.name for f in fields(PaymentRequest))
 
 
 class SimulatedCrash(BaseException):
@@ -1188,42 +1187,7 @@ class PushEngine:
         return more
 
     def _request(self, intent: PaymentIntent) -> PaymentRequest:
-        assert intent.document_remote_id is not None
-        request = PaymentRequest(
-            intent_id=intent.id,
-            document_remote_id=intent.document_remote_id,
-            amount=intent.send_amount if intent.send_amount is not None else intent.amount,
-            currency=intent.currency,
-            transaction_date=intent.transaction_date,
-            reference=intent.reference,
-            account_code=intent.account_code,
-            currency_rate=intent.currency_rate,
-            document_type=intent.document_type,
-            contact_remote_id=intent.contact_remote_id,
-            provider_key=intent.provider_key,
-        )
-        if intent.lines:
-            sends = [
-                PaymentLine(line["remote_id"], Decimal(line.get("send_amount") or line["amount"]))
-                for line in json.loads(intent.lines)
-            ]
-            sends = [line for line in sends if line.amount > 0]
-            request = replace(
-                request,
-                lines=tuple(sends),
-                document_remote_id=sends[0].document_remote_id,
-                amount=sum((line.amount for line in sends), Decimal(0)),
-            )
-        unapplied = self._unapplied(intent)
-        if unapplied and "unapplied" in _REQUEST_FIELDS:
-            request = replace(request, unapplied=unapplied)
-        return request
-
-    @staticmethod
-    def _unapplied(intent: PaymentIntent) -> Decimal:
-        if intent.overpayment != "leave_unapplied" or intent.send_amount is None:
-            return Decimal(0)
-        return max(Decimal(0), intent.amount - intent.send_amount)
+        return payment_request(intent)
 
     # -- recovery: a send that may have landed -------------------------------------------
     def _find_many(
@@ -2390,6 +2354,47 @@ class PushEngine:
                 ).one()
                 > 0
             )
+
+
+def unapplied_amount(intent: PaymentIntent) -> Decimal:
+    """What an intent sends on top of what it applies (``leave_unapplied``)."""
+    if intent.overpayment != "leave_unapplied" or intent.send_amount is None:
+        return Decimal(0)
+    return max(Decimal(0), intent.amount - intent.send_amount)
+
+
+def payment_request(intent: PaymentIntent) -> PaymentRequest:
+    """The payment an intent sends (and is looked up by): amounts as decided at preflight."""
+    assert intent.document_remote_id is not None
+    request = PaymentRequest(
+        intent_id=intent.id,
+        document_remote_id=intent.document_remote_id,
+        amount=intent.send_amount if intent.send_amount is not None else intent.amount,
+        currency=intent.currency,
+        transaction_date=intent.transaction_date,
+        reference=intent.reference,
+        account_code=intent.account_code,
+        currency_rate=intent.currency_rate,
+        document_type=intent.document_type,
+        contact_remote_id=intent.contact_remote_id,
+        provider_key=intent.provider_key,
+    )
+    if intent.lines:
+        sends = [
+            PaymentLine(line["remote_id"], Decimal(line.get("send_amount") or line["amount"]))
+            for line in json.loads(intent.lines)
+        ]
+        sends = [line for line in sends if line.amount > 0]
+        request = replace(
+            request,
+            lines=tuple(sends),
+            document_remote_id=sends[0].document_remote_id,
+            amount=sum((line.amount for line in sends), Decimal(0)),
+        )
+    unapplied = unapplied_amount(intent)
+    if unapplied:
+        request = replace(request, unapplied=unapplied)
+    return request
 
 
 def _document_ids(intent: PaymentIntent) -> list[str]:

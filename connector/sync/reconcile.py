@@ -28,7 +28,6 @@ The report is ``ok`` only when every clearing line is zero and nothing was found
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import random
@@ -56,7 +55,7 @@ from connector.schema import Payment
 from connector.state import TERMINAL, IntentState, PaymentIntent
 from connector.store import Store
 from connector.sync.pull import PullEngine
-from connector.sync.push import PushEngine
+from connector.sync.push import PushEngine, payment_request
 
 __all__ = [
     "EXIT_FINDINGS",
@@ -420,29 +419,9 @@ def _expected_amount(intent: PaymentIntent) -> Decimal:
     return _sent_amount(intent) + _unapplied(intent)
 
 
-_REQUEST_FIELDS = frozenset(f.name for f in dataclasses.fields(PaymentRequest))
-
-
 def _payment_request(intent: PaymentIntent) -> PaymentRequest:
-    """The lookup key of an intent (what the engine asks ``find_payment`` with)."""
-    assert intent.document_remote_id is not None
-    request = PaymentRequest(
-        intent_id=intent.id,
-        document_remote_id=intent.document_remote_id,
-        amount=_sent_amount(intent),
-        currency=intent.currency,
-        transaction_date=intent.transaction_date,
-        reference=intent.reference,
-        account_code=intent.account_code,
-        currency_rate=intent.currency_rate,
-        document_type=intent.document_type,
-        contact_remote_id=intent.contact_remote_id,
-        provider_key=intent.provider_key,
-    )
-    unapplied = _unapplied(intent)
-    if unapplied and "unapplied" in _REQUEST_FIELDS:
-        request = dataclasses.replace(request, unapplied=unapplied)  # type: ignore[call-arg,unused-ignore]
-    return request
+    """The lookup key of an intent: exactly what the engine sends and looks up."""
+    return payment_request(intent)
 
 
 def _live(payments: Iterable[RemotePayment]) -> list[RemotePayment]:
