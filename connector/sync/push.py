@@ -1172,18 +1172,25 @@ class PushEngine:
             batches.extend(self._preflight_many(fresh, adapter))
         if not batches:
             return [i for i in work if i.state == IntentState.CLAIMED.value]
-        more: list[PaymentIntent] = []
         concurrency = max(1, min(adapter.capabilities.concurrency, len(batches)))
+        outcomes: list[list[ItemResult] | ConnectorError]
         if concurrency == 1:
-            for batch, members in batches:
-                more.extend(self._send_batch(batch, members, adapter))
+            outcomes = [self._call_batch(b, m, adapter) for b, m in batches]
         else:
             with ThreadPoolExecutor(
                 max_workers=concurrency, thread_name_prefix="push-send"
             ) as pool:
-                futures = [pool.submit(self._send_batch, b, m, adapter) for b, m in batches]
-                for future in futures:
-                    more.extend(future.result())
+                outcomes = list(
+                    pool.map(lambda bm: self._call_batch(bm[0], bm[1], adapter), batches)
+                )
+        self._checkpoint("after_send")
+        more: list[PaymentIntent] = []
+        applied: list[tuple[PaymentIntent, RemotePayment, AttemptRow]] = []
+        done: list[PushBatch] = []
+        for (batch, members), outcome in zip(batches, outcomes, strict=True):
+            more.extend(self._record_batch(batch, members, outcome, adapter, applied, done))
+        if applied:
+            self._apply_many(applied, adapter, batches=done)
         return more
 
     def _request(self, intent: PaymentIntent) -> PaymentRequest:
@@ -1491,10 +1498,11 @@ class PushEngine:
         chunks = [grouped[n : n + size] for n in range(0, len(grouped), size)]
         chunks.extend([t] for t in solo)
         stored: list[tuple[PushBatch, list[PaymentIntent]]] = []
-        for chunk in chunks:
-            batch = self._store_batch(conn.reference_prefix, chunk)
-            if batch is not None:
-                stored.append(batch)
+        with self.store.session() as session:  # every batch of the round: one transaction
+            for chunk in chunks:
+                batch = self._store_batch(session, conn.reference_prefix, chunk)
+                if batch is not None:
+                    stored.append(batch)
         self._checkpoint("after_store")
         return stored
 
@@ -1586,6 +1594,7 @@ class PushEngine:
 
     def _store_batch(
         self,
+        s: Any,
         prefix: str,
         chunk: list[tuple[PaymentIntent, DocumentSnapshot, Decision, AttemptRow]],
     ) -> tuple[PushBatch, list[PaymentIntent]] | None:
@@ -1606,61 +1615,73 @@ class PushEngine:
             first_sent_at=now,
             updated_at=now,
         )
-        with self.store.session() as s:
-            rows = [
-                (
-                    intent,
-                    {
-                        "state": IntentState.SENDING.value,
-                        "batch_id": batch_id,
-                        "preflight_balance": doc.balance,
-                        "preflight_row_version": doc.row_version,
-                        "send_amount": decision.send_amount,
-                        "lines": decision.lines or intent.lines,
-                        "key_first_sent_at": intent.key_first_sent_at or now,
-                        "reason_code": decision.code,
-                        "reason_message": decision.message[:1024] if decision.code else None,
-                        "updated_at": now,
-                    },
-                )
-                for intent, doc, decision, _attempt in chunk
-            ]
-            kept = self._guarded_many(s, rows)
-            if len(kept) != len(members):
-                batch.size = len(kept)
-                batch.members = json.dumps([m.id for m in kept])
-            s.add(batch)
-            ours = {intent.id for intent in kept}
-            self._insert_attempts(s, [a for i, _d, _c, a in chunk if i.id in ours])
-            self._upsert_docs(
-                s, members[0].connection_id, [d for i, d, _c, _a in chunk if i.id in ours]
+        rows = [
+            (
+                intent,
+                {
+                    "state": IntentState.SENDING.value,
+                    "batch_id": batch_id,
+                    "preflight_balance": doc.balance,
+                    "preflight_row_version": doc.row_version,
+                    "send_amount": decision.send_amount,
+                    "lines": decision.lines or intent.lines,
+                    "key_first_sent_at": intent.key_first_sent_at or now,
+                    "reason_code": decision.code,
+                    "reason_message": decision.message[:1024] if decision.code else None,
+                    "updated_at": now,
+                },
             )
+            for intent, doc, decision, _attempt in chunk
+        ]
+        kept = self._guarded_many(s, rows)
+        if len(kept) != len(members):
+            batch.size = len(kept)
+            batch.members = json.dumps([m.id for m in kept])
+        if kept:
+            s.add(batch)
+        ours = {intent.id for intent in kept}
+        self._insert_attempts(s, [a for i, _d, _c, a in chunk if i.id in ours])
+        self._upsert_docs(
+            s, members[0].connection_id, [d for i, d, _c, _a in chunk if i.id in ours]
+        )
         if not kept:
             return None
         return batch, kept
 
     # -- send: one call, per-item outcomes ------------------------------------------------
-    def _send_batch(
+    def _call_batch(
         self, batch: PushBatch, members: list[PaymentIntent], adapter: Adapter
-    ) -> list[PaymentIntent]:
-        """Send a stored batch; record each member's outcome; return members needing more."""
+    ) -> list[ItemResult] | ConnectorError:
+        """The call itself (runs in the connection's send threads): results or the error."""
         requests = [self._request(i) for i in members]
-        key = batch.provider_key
         try:
-            results = adapter.push_payments(requests, key)
-        except OutcomeUnknown as exc:
-            self._checkpoint("after_send")
-            self._unknown_many(batch, members, exc)
-            return []
-        except StaleRowVersion as exc:
-            self._checkpoint("after_send")
-            results = [ItemResult(i.id, error=exc, status_code=exc.status_code) for i in members]
-        except (RateLimited, Transient, AuthExpired, AuthRevoked) as exc:
-            self._checkpoint("after_send")
-            self._refused_whole(batch, members, exc)
-            return []
+            return adapter.push_payments(requests, batch.provider_key)
         except ConnectorError as exc:
-            self._checkpoint("after_send")
+            return exc
+
+    def _record_batch(
+        self,
+        batch: PushBatch,
+        members: list[PaymentIntent],
+        outcome: list[ItemResult] | ConnectorError,
+        adapter: Adapter,
+        applied: list[tuple[PaymentIntent, RemotePayment, AttemptRow]],
+        done: list[PushBatch],
+    ) -> list[PaymentIntent]:
+        """Record a sent batch's outcomes; created payments are collected in ``applied``
+        (recorded together for the round); return the members that need more."""
+        key = batch.provider_key
+        if isinstance(outcome, OutcomeUnknown):
+            self._unknown_many(batch, members, outcome)
+            return []
+        if isinstance(outcome, StaleRowVersion):
+            exc: ConnectorError = outcome
+            results = [ItemResult(i.id, error=exc, status_code=exc.status_code) for i in members]
+        elif isinstance(outcome, RateLimited | Transient | AuthExpired | AuthRevoked):
+            self._refused_whole(batch, members, outcome)
+            return []
+        elif isinstance(outcome, ConnectorError):
+            exc = outcome
             if len(members) == 1:
                 results = [ItemResult(members[0].id, error=exc, status_code=exc.status_code)]
             else:
@@ -1687,9 +1708,9 @@ class PushEngine:
                     self._new_key_version(intent, None)
                 return list(members)
         else:
-            self._checkpoint("after_send")
+            results = outcome
         by_id = {r.intent_id: r for r in results}
-        applied: list[tuple[PaymentIntent, RemotePayment, AttemptRow]] = []
+        had = len(applied)
         unknown: list[tuple[PaymentIntent, ConnectorError, AttemptRow]] = []
         more: list[PaymentIntent] = []
         for intent in members:
@@ -1741,8 +1762,8 @@ class PushEngine:
                     attempt=attempt,
                     attempts=intent.attempts + 1,
                 )
-        if applied:
-            self._apply_many(applied, adapter, batch=batch)
+        if len(applied) > had:
+            done.append(batch)
         else:
             self._close_batch(batch, "done")
         for intent, err, attempt in unknown:
@@ -1949,14 +1970,14 @@ class PushEngine:
         applied: list[tuple[PaymentIntent, RemotePayment, AttemptRow]],
         adapter: Adapter,
         *,
-        batch: PushBatch | None = None,
+        batches: Sequence[PushBatch] = (),
     ) -> None:
         """Record payments found or created: intents, attempts, unified rows, events; one
         transaction."""
         now = self.clock.now()
         done: list[tuple[PaymentIntent, RemotePayment]] = []
         with self.store.session() as s:
-            if batch is not None:
+            for batch in batches:
                 s.execute(
                     sa.update(PushBatch)
                     .where(col(PushBatch.id) == batch.id)
@@ -1999,7 +2020,7 @@ class PushEngine:
                     )
                 done.append((intent, payment))
             self._record_payments(s, done, now)
-        if batch is not None:
+        for batch in batches:
             batch.state = "done"
             batch.sends += 1
         for intent, payment in done:
