@@ -52,7 +52,7 @@ from connector.errors import (
     ValidationRejected,
 )
 from connector.http import ProviderHTTP
-from connector.mapping import Mapping_, load_mapping
+from connector.mapping import Mapping_, field_getter, load_mapping
 from connector.money import quantize, to_decimal
 from connector.schema import Bill, Contact, Invoice, LedgerAccount, Payment
 from connector.store import Store
@@ -231,41 +231,7 @@ def translate_xero_error(
     )
 
 
-def _field_path(node: Any) -> tuple[str, ...] | None:
-    """``("Contact", "Name")`` for a JMESPath AST of plain fields, else None."""
-    if not isinstance(node, dict):
-        return None
-    if node.get("type") == "field":
-        return (str(node["value"]),)
-    if node.get("type") == "subexpression":
-        parts: tuple[str, ...] = ()
-        for child in node.get("children") or []:
-            sub = _field_path(child)
-            if sub is None:
-                return None
-            parts += sub
-        return parts
-    return None
-
-
-def _getter(expr: Any) -> Callable[[Any], Any]:
-    """A plain lookup for a field path, JMESPath for anything else (same results)."""
-    path = _field_path(getattr(expr, "parsed", None))
-    if path is None:
-        search: Callable[[Any], Any] = expr.search
-        return search
-    if len(path) == 1:
-        key = path[0]
-        return lambda payload: payload.get(key) if isinstance(payload, dict) else None
-
-    def lookup(payload: Any) -> Any:
-        for key in path:
-            if not isinstance(payload, dict):
-                return None
-            payload = payload.get(key)
-        return payload
-
-    return lookup
+_getter = field_getter
 
 
 def _fast_reader(reader: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:

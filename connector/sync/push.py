@@ -1497,12 +1497,8 @@ class PushEngine:
         grouped = [t for t in to_send if t[0].id not in self._solo]
         chunks = [grouped[n : n + size] for n in range(0, len(grouped), size)]
         chunks.extend([t] for t in solo)
-        stored: list[tuple[PushBatch, list[PaymentIntent]]] = []
         with self.store.session() as session:  # every batch of the round: one transaction
-            for chunk in chunks:
-                batch = self._store_batch(session, conn.reference_prefix, chunk)
-                if batch is not None:
-                    stored.append(batch)
+            stored = self._store_batches(session, conn.reference_prefix, chunks)
         self._checkpoint("after_store")
         return stored
 
@@ -1592,61 +1588,68 @@ class PushEngine:
             lines=json.dumps(sends),
         )
 
-    def _store_batch(
+    def _store_batches(
         self,
         s: Any,
         prefix: str,
-        chunk: list[tuple[PaymentIntent, DocumentSnapshot, Decision, AttemptRow]],
-    ) -> tuple[PushBatch, list[PaymentIntent]] | None:
-        """Store, then send: members, key, amounts and decision are durable before the call."""
+        chunks: list[list[tuple[PaymentIntent, DocumentSnapshot, Decision, AttemptRow]]],
+    ) -> list[tuple[PushBatch, list[PaymentIntent]]]:
+        """Store, then send: each batch's members, key, amounts and decision are durable
+        (one set of statements for the whole round) before any call leaves."""
         now = self.clock.now()
-        batch_id = str(uuid.uuid4())
-        members = [intent for intent, _doc, _decision, _attempt in chunk]
-        key = members[0].provider_key if len(members) == 1 else f"{prefix}-b-{batch_id}"
-        batch = PushBatch(
-            id=batch_id,
-            connection_id=members[0].connection_id,
-            provider_key=key,
-            size=len(members),
-            members=json.dumps([m.id for m in members]),
-            state="sending",
-            worker=self.worker_id,
-            created_at=now,
-            first_sent_at=now,
-            updated_at=now,
-        )
-        rows = [
-            (
-                intent,
-                {
-                    "state": IntentState.SENDING.value,
-                    "batch_id": batch_id,
-                    "preflight_balance": doc.balance,
-                    "preflight_row_version": doc.row_version,
-                    "send_amount": decision.send_amount,
-                    "lines": decision.lines or intent.lines,
-                    "key_first_sent_at": intent.key_first_sent_at or now,
-                    "reason_code": decision.code,
-                    "reason_message": decision.message[:1024] if decision.code else None,
-                    "updated_at": now,
-                },
+        batches: list[tuple[PushBatch, list[PaymentIntent]]] = []
+        rows: list[tuple[PaymentIntent, dict[str, Any]]] = []
+        for chunk in chunks:
+            batch_id = str(uuid.uuid4())
+            members = [intent for intent, _doc, _decision, _attempt in chunk]
+            key = members[0].provider_key if len(members) == 1 else f"{prefix}-b-{batch_id}"
+            batch = PushBatch(
+                id=batch_id,
+                connection_id=members[0].connection_id,
+                provider_key=key,
+                size=len(members),
+                members=json.dumps([m.id for m in members]),
+                state="sending",
+                worker=self.worker_id,
+                created_at=now,
+                first_sent_at=now,
+                updated_at=now,
             )
-            for intent, doc, decision, _attempt in chunk
-        ]
-        kept = self._guarded_many(s, rows)
-        if len(kept) != len(members):
-            batch.size = len(kept)
-            batch.members = json.dumps([m.id for m in kept])
-        if kept:
+            batches.append((batch, members))
+            for intent, doc, decision, _attempt in chunk:
+                rows.append(
+                    (
+                        intent,
+                        {
+                            "state": IntentState.SENDING.value,
+                            "batch_id": batch_id,
+                            "preflight_balance": doc.balance,
+                            "preflight_row_version": doc.row_version,
+                            "send_amount": decision.send_amount,
+                            "lines": decision.lines or intent.lines,
+                            "key_first_sent_at": intent.key_first_sent_at or now,
+                            "reason_code": decision.code,
+                            "reason_message": decision.message[:1024] if decision.code else None,
+                            "updated_at": now,
+                        },
+                    )
+                )
+        ours = {intent.id for intent in self._guarded_many(s, rows)}
+        stored: list[tuple[PushBatch, list[PaymentIntent]]] = []
+        for batch, members in batches:
+            kept = [m for m in members if m.id in ours]
+            if not kept:
+                continue
+            if len(kept) != len(members):
+                batch.size = len(kept)
+                batch.members = json.dumps([m.id for m in kept])
             s.add(batch)
-        ours = {intent.id for intent in kept}
-        self._insert_attempts(s, [a for i, _d, _c, a in chunk if i.id in ours])
-        self._upsert_docs(
-            s, members[0].connection_id, [d for i, d, _c, _a in chunk if i.id in ours]
-        )
-        if not kept:
-            return None
-        return batch, kept
+            stored.append((batch, kept))
+        every = [item for chunk in chunks for item in chunk if item[0].id in ours]
+        self._insert_attempts(s, [a for _i, _d, _c, a in every])
+        if every:
+            self._upsert_docs(s, every[0][0].connection_id, [d for _i, d, _c, _a in every])
+        return stored
 
     # -- send: one call, per-item outcomes ------------------------------------------------
     def _call_batch(
