@@ -32,7 +32,15 @@ from connector.clock import Clock, SystemClock
 from connector.config import ConnectionSettings
 from connector.crypto import open_value, seal_value
 from connector.errors import AuthRevoked, ConnectorError, OutcomeUnknown, RateLimited, Transient
+from connector.events import record_connection_needs_attention
 from connector.logging import get_logger, register_secret
+from connector.ratelimit import (
+    DEFAULT_BACKOFF_SECONDS,
+    RateLimits,
+    check_time_scale,
+    limiter_for,
+    time_scale_from_env,
+)
 from connector.state import ConnectionRecord
 from connector.store import Store, dialect_insert
 
@@ -86,7 +94,7 @@ class TokenManager:
         self.store = store
         self.clock = clock or SystemClock()
         self._lock = _refresh_lock(f"{store.url}|{settings.id}")
-        self._cached: tuple[str, datetime] | None = None
+        self._cached: tuple[str, datetime, datetime | None] | None = None
 
     def _open(self, value: str | None) -> str | None:
         return open_value(self.store.cipher, value)
@@ -132,8 +140,20 @@ class TokenManager:
                 s.add(rec)
             return rec
 
-    def _fresh(self, token: str | None, expires_at: datetime | None) -> bool:
-        return bool(token and expires_at and expires_at - TOKEN_EXPIRY_MARGIN > self.clock.now())
+    def _fresh(
+        self,
+        token: str | None,
+        expires_at: datetime | None,
+        refreshed_at: datetime | None = None,
+    ) -> bool:
+        if not (token and expires_at):
+            return False
+        margin = TOKEN_EXPIRY_MARGIN
+        if refreshed_at is not None and expires_at > refreshed_at:
+            # A short-lived token (a time-scaled sandbox: 30 s) is still used for
+            # three quarters of its life instead of being refreshed on every call.
+            margin = min(margin, (expires_at - refreshed_at) / 4)
+        return expires_at - margin > self.clock.now()
 
     def access_token(self) -> str:
         """A valid access token, refreshing first when it is about to expire."""
@@ -146,10 +166,10 @@ class TokenManager:
         if (
             access
             and rec.access_token_expires_at
-            and self._fresh(access, rec.access_token_expires_at)
+            and self._fresh(access, rec.access_token_expires_at, rec.token_refreshed_at)
         ):
             register_secret(access)
-            self._cached = (access, rec.access_token_expires_at)
+            self._cached = (access, rec.access_token_expires_at, rec.token_refreshed_at)
             return access
         return self.refresh(rejected=access)
 
@@ -170,12 +190,12 @@ class TokenManager:
                 if (
                     current
                     and current != rejected
-                    and self._fresh(current, rec.access_token_expires_at)
+                    and self._fresh(current, rec.access_token_expires_at, rec.token_refreshed_at)
                 ):
                     # Another thread or process refreshed while we waited for the lock.
                     assert rec.access_token_expires_at is not None
                     register_secret(current)
-                    self._cached = (current, rec.access_token_expires_at)
+                    self._cached = (current, rec.access_token_expires_at, rec.token_refreshed_at)
                     return current
                 refresh_token = self._open(rec.refresh_token) or self._configured_refresh_token()
                 try:
@@ -190,6 +210,15 @@ class TokenManager:
                     rec.access_token = None
                     rec.updated_at = self.clock.now()
                     s.add(rec)
+                    # Told out (``[events]``) in the same transaction as the parking.
+                    record_connection_needs_attention(
+                        s,
+                        self.store,
+                        connection_id=self.settings.id,
+                        provider=self.settings.provider,
+                        status=rec.status,
+                        reason=rec.status_reason,
+                    )
                     failure = exc
                 else:
                     access = str(token["access_token"])
@@ -202,14 +231,14 @@ class TokenManager:
                     expires_at = self.clock.now() + timedelta(seconds=expires_in)
                     rec.access_token = self._seal(access)
                     rec.access_token_expires_at = expires_at
-                    rec.token_refreshed_at = self.clock.now()
+                    refreshed_at = rec.token_refreshed_at = self.clock.now()
                     rec.updated_at = self.clock.now()
                     s.add(rec)
             if failure is not None:
                 log.error("connection_parked", connection=self.settings.id, reason=failure.code)
                 raise failure
             # Committed (rotated refresh token first): only now is the new token used.
-            self._cached = (access, expires_at)
+            self._cached = (access, expires_at, refreshed_at)
             log.info("token_refreshed", connection=self.settings.id, expires_in=expires_in)
             return access
 
@@ -262,24 +291,60 @@ class _BearerAuth(httpx.Auth):
 
 @dataclass
 class RateLimitState:
-    """What the provider last told us about our remaining quota."""
+    """This client's view of the provider's quota (per ProviderHTTP instance).
+
+    The tenant-wide view, shared by every client of the tenant in this process, is
+    :meth:`ProviderHTTP.rate_stats` (:mod:`connector.ratelimit`).
+
+    Attributes:
+        remaining: the last value of each remaining-quota header.
+        throttled: 429s answered to this client.
+        requests: requests this client sent (answered or not).
+        waited_seconds: time this client's requests waited for the limiter.
+        refused: requests not sent because the wait was longer than the inline maximum.
+    """
 
     remaining: dict[str, int] = field(default_factory=dict)
     throttled: int = 0
     requests: int = 0
+    waited_seconds: float = 0.0
+    refused: int = 0
 
 
 class ProviderHTTP:
     """One connection's HTTP client.
 
+    Every request goes through :meth:`request`, which keeps the tenant under its rate
+    limits before sending (:mod:`connector.ratelimit`: a concurrency cap, sliding
+    per-minute/day/batch windows, the provider's remaining-quota headers, and a
+    tenant-wide pause after a 429) and retries a 429 inline when the wait is short.
+
     Args:
         settings: the connection.
         store: where tokens live.
-        rate_limit_headers: response headers that carry remaining quotas.
+        clock: the time the limiter's windows are measured in (default the wall clock).
+        base_headers: headers sent with every request.
+        rate_limit_headers: response headers that carry remaining quotas (kept in
+            :attr:`rate`).
         transport: optional httpx transport (tests, vcrpy).
+        sleep: how to wait (tests inject it).
         auth: request authentication; default a bearer token from the
             refresh-token grant (:class:`TokenManager`). NetSuite passes its own
             (client credentials with a JWT assertion, or OAuth 1.0a TBA).
+        limits: the tenant's limits: a :class:`~connector.ratelimit.RateLimits`, or an
+            adapter's ``capabilities`` (anything with ``concurrency`` and
+            ``per_minute``), completed by :data:`connector.ratelimit.PROVIDER_LIMITS`.
+            None: no client-side pacing; only the provider's remaining-quota headers
+            and 429s are obeyed.
+        time_scale: divides every window's length, to match a sandbox started with
+            ``--time-scale N``; default the ``CONNECTOR_RATE_TIME_SCALE`` environment
+            variable, else 1.0.
+        max_wait: the longest wait (pacing, or a 429's Retry-After) slept through
+            inline; longer ones raise :class:`RateLimited` with ``retry_after``.
+            Default the connection's ``max_inline_wait_seconds``.
+
+    Raises:
+        ValueError: a time scale (argument or environment) that is not a positive number.
     """
 
     def __init__(
@@ -293,12 +358,33 @@ class ProviderHTTP:
         transport: httpx.BaseTransport | None = None,
         sleep: Any = time.sleep,
         auth: httpx.Auth | None = None,
+        limits: RateLimits | Any | None = None,
+        time_scale: float | None = None,
+        max_wait: float | None = None,
     ) -> None:
         self.settings = settings
-        self.tokens = TokenManager(settings, store, clock)
+        self.clock: Clock = clock or SystemClock()
+        self.tokens = TokenManager(settings, store, self.clock)
         self.rate = RateLimitState()
         self._rate_headers = rate_limit_headers
         self._sleep = sleep
+        if not isinstance(limits, RateLimits):
+            limits = RateLimits.for_provider(settings.provider, limits)
+        scale = (
+            time_scale_from_env()
+            if time_scale is None
+            else check_time_scale(time_scale, source="time_scale")
+        )
+        self.limiter = limiter_for(
+            (str(store.url), settings.provider, settings.base_url.rstrip("/"), settings.tenant),
+            f"{settings.provider}:{settings.tenant}",
+            limits,
+            scale,
+        )
+        self.max_wait = settings.max_inline_wait_seconds if max_wait is None else max_wait
+        self._headers_read = tuple(
+            dict.fromkeys([*rate_limit_headers, *(w.header for w in limits.windows if w.header)])
+        )
         self.client = httpx.Client(
             base_url=settings.base_url,
             auth=auth if auth is not None else _BearerAuth(self.tokens),
@@ -310,6 +396,15 @@ class ProviderHTTP:
     def close(self) -> None:
         """Close the connection pool."""
         self.client.close()
+
+    def rate_stats(self) -> dict[str, Any]:
+        """The tenant's limiter stats (shared by every client of the tenant in this
+        process): requests, 429s, waits, window usage; see
+        :meth:`connector.ratelimit.TenantLimiter.stats`."""
+        return self.limiter.stats(self._now())
+
+    def _now(self) -> float:
+        return self.clock.now().timestamp()
 
     def request(
         self,
@@ -323,16 +418,36 @@ class ProviderHTTP:
     ) -> httpx.Response:
         """Send one request; return the response for the adapter to interpret.
 
+        Waits (inline, up to ``max_wait``) for the tenant's limiter first. A 429 is
+        retried with the same headers and body (idempotency keys included: the
+        provider refused it before processing) once the tenant's pause is over, when
+        that pause is short enough to wait inline.
+
         Raises:
             Transient: the request provably did not take effect (connect error,
                 or a read that failed).
             OutcomeUnknown: a write whose outcome cannot be known (timeout after
                 sending, dropped connection, 5xx).
             RateLimited: the provider kept refusing for rate limits, or asked
-                for a wait longer than we sleep inline.
+                for a wait longer than we sleep inline; or our own limiter would
+                have had to wait that long (then nothing was sent).
         """
-        max_wait = self.settings.max_inline_wait_seconds
+        max_wait = self.max_wait
         for attempt in range(MAX_NOT_PROCESSED_RETRIES + 1):
+            try:
+                ticket = self.limiter.acquire(
+                    path, now=self._now, sleep=self._wait, max_wait=max_wait
+                )
+            except RateLimited as exc:
+                self.rate.refused += 1
+                log.info(
+                    "http_rate_refused",
+                    connection=self.settings.id,
+                    method=method,
+                    path=path,
+                    retry_after=exc.retry_after,
+                )
+                raise
             started = time.monotonic()
             self.rate.requests += 1  # counted when sent, answered or not
             try:
@@ -341,6 +456,7 @@ class ProviderHTTP:
                 )
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 # Nothing reached the provider: safe to report as transient.
+                self.limiter.release(ticket, now=self._now(), counted=False)
                 log.warning(
                     "http_connect_failed",
                     connection=self.settings.id,
@@ -352,6 +468,7 @@ class ProviderHTTP:
                     f"{method} {path}: could not connect ({type(exc).__name__})"
                 ) from exc
             except httpx.TransportError as exc:
+                self.limiter.release(ticket, now=self._now())
                 log.warning(
                     "http_transport_failed",
                     connection=self.settings.id,
@@ -365,11 +482,34 @@ class ProviderHTTP:
                         f"{method} {path}: {type(exc).__name__} after the request was sent"
                     ) from exc
                 raise Transient(f"{method} {path}: {type(exc).__name__}") from exc
+            except ConnectorError:
+                # Raised by the auth flow (token refresh refused or unreachable):
+                # nothing went out, or only a request refused with a 401.
+                self.limiter.release(ticket, now=self._now(), counted=False)
+                raise
+            except BaseException:
+                self.limiter.release(ticket, now=self._now())
+                raise
             elapsed_ms = round((time.monotonic() - started) * 1000, 1)
-            for name in self._rate_headers:
+            remaining: dict[str, int] = {}
+            for name in self._headers_read:
                 value = response.headers.get(name)
                 if value is not None and value.lstrip("-").isdigit():
-                    self.rate.remaining[name] = int(value)
+                    remaining[name] = int(value)
+                    if name in self._rate_headers:
+                        self.rate.remaining[name] = int(value)
+            throttled = response.status_code in _NOT_PROCESSED
+            retry_after = _retry_after(response) if throttled else None
+            self.limiter.release(
+                ticket,
+                now=self._now(),
+                status=response.status_code,
+                remaining=remaining,
+                retry_after=retry_after,
+            )
+            fields: dict[str, Any] = {}
+            if ticket.waited:
+                fields["waited_ms"] = round(ticket.waited * 1000, 1)
             log.info(
                 "http_request",
                 connection=self.settings.id,
@@ -377,13 +517,20 @@ class ProviderHTTP:
                 path=path,
                 status=response.status_code,
                 ms=elapsed_ms,
+                **fields,
             )
-            if response.status_code in _NOT_PROCESSED:
+            if throttled:
                 self.rate.throttled += 1
-                retry_after = _retry_after(response)
                 problem = response.headers.get("X-Rate-Limit-Problem")
-                if attempt < MAX_NOT_PROCESSED_RETRIES and (retry_after or 1.0) <= max_wait:
-                    self._sleep(retry_after or 1.0)
+                wait = (
+                    retry_after
+                    if retry_after is not None
+                    else DEFAULT_BACKOFF_SECONDS / self.limiter.time_scale
+                )
+                if attempt < MAX_NOT_PROCESSED_RETRIES and wait <= max_wait:
+                    # The limiter holds every thread of the tenant until the pause is
+                    # over; the next acquire() waits it out.
+                    self.limiter.note_retry()
                     continue
                 raise RateLimited(
                     f"rate limited ({problem or 'unspecified'})",
@@ -406,6 +553,10 @@ class ProviderHTTP:
                 )
             return response
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _wait(self, seconds: float) -> None:
+        self.rate.waited_seconds += seconds
+        self._sleep(seconds)
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -19,6 +19,17 @@ from connector.store import Store
 PG_ADMIN = os.environ.get("CONNECTOR_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Options of the push chaos run (tests/chaos); here because options need the root conftest."""
+    group = parser.getgroup("chaos")
+    group.addoption(
+        "--long", action="store_true", default=False, help="chaos: 10,000 allocations per run"
+    )
+    group.addoption(
+        "--chaos-seed", type=int, default=None, help="chaos: replay this seed (as printed)"
+    )
+
+
 @pytest.fixture(scope="session")
 def pg_server_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session, dropped at the end."""

@@ -374,7 +374,10 @@ def test_rate_limits_never_fail_an_allocation(env: Env) -> None:
             break
         env.advance(61)  # the ledger's minute window resets; our backoff passes
     assert [r.state for r in rows] == ["applied"] * 5
-    assert eng.adapter(env.conn_id).http.rate.throttled > 0  # 429s really happened
+    rate = eng.adapter(env.conn_id).http.rate
+    # The ledger's tight limit really bit: 429s answered, or calls held back by our
+    # limiter after the ledger's remaining-quota header said the minute was spent.
+    assert rate.throttled + rate.refused > 0
     for intent in rows:
         assert len(ours(env, intent)) == 1
 
