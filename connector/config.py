@@ -188,6 +188,10 @@ class ConnectionSettings(_Strict):
     overpayment: Literal["reject", "apply_up_to_balance", "leave_unapplied"] = "reject"
     # Payments per push call; at most (and by default) the provider's own limit.
     max_batch: int | None = Field(default=None, ge=1, le=100)
+    # Read the documents back after a payment to record their new balance (one read
+    # per batch). Off saves that request under tight rate limits; the balances then
+    # come with the next pull.
+    confirm_reads: bool = True
     timeout_seconds: float = Field(default=30.0, gt=0)
     max_inline_wait_seconds: float = Field(default=5.0, ge=0)
     enabled: bool = True

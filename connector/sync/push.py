@@ -2031,7 +2031,8 @@ class PushEngine:
         if not done:
             return
         self._checkpoint("after_apply")
-        self._confirm_many([intent for intent, _payment in done], adapter)
+        if self.settings.connection(done[0][0].connection_id).confirm_reads:
+            self._confirm_many([intent for intent, _payment in done], adapter)
 
     def _record_payments(
         self, session: Any, done: list[tuple[PaymentIntent, RemotePayment]], now: datetime

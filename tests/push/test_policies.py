@@ -167,3 +167,24 @@ def test_a_dry_run_writes_nothing_anywhere(env: Env) -> None:
     with env.store.session() as s:
         assert len(s.exec(select(PaymentIntent)).all()) == 0
         assert len(s.exec(select(Attempt)).all()) == 0
+
+
+def test_without_confirm_reads_a_batch_costs_one_read_and_one_write(env: Env) -> None:
+    docs = [invoice(env, "100.00") for _ in range(10)]
+    settings = with_policy(env, confirm_reads=False)
+    eng = engine(env, settings)
+    adapter = eng.adapter(env.conn_id)
+    before = adapter.http.rate.requests
+    ids = [
+        r.intent.id
+        for r in eng.intake_many(
+            [AllocationRequest(env.conn_id, d["InvoiceID"], "10.00") for d in docs]
+        )
+    ]
+    after_intake = adapter.http.rate.requests
+    rows = eng.push_until_final(ids, timeout=30)
+    assert {r.state for r in rows} == {"applied"}
+    assert after_intake - before == 1  # intake: one batched read of the ten
+    assert adapter.http.rate.requests - after_intake == 2  # preflight read + one PUT
+    assert all(r.result_balance is None for r in rows)  # nothing read back
+    assert all(due(env, d) == Decimal("90.00") for d in docs)
