@@ -1337,14 +1337,14 @@ class PushEngine:
         self, adapter: Adapter, intents: list[PaymentIntent]
     ) -> dict[tuple[str, str], DocumentSnapshot]:
         docs: dict[tuple[str, str], DocumentSnapshot] = {}
-        by_kind: dict[str, list[str]] = {}
+        by_kind: dict[str, dict[str, None]] = {}  # ordered sets
         for intent in intents:
-            ids = by_kind.setdefault(intent.document_type, [])
+            wanted = by_kind.setdefault(intent.document_type, {})
             for remote_id in _document_ids(intent):
-                if remote_id not in ids:
-                    ids.append(remote_id)
+                wanted[remote_id] = None
         batched = getattr(adapter, "get_documents", None)
-        for kind, ids in by_kind.items():
+        for kind, wanted in by_kind.items():
+            ids = list(wanted)
             if batched is not None and len(ids) > 1:
                 found: dict[str, DocumentSnapshot] = batched(ids, kind)
                 for remote_id, doc in found.items():
