@@ -140,6 +140,11 @@ class TokenManager:
                 s.add(rec)
             return rec
 
+    def regranted(self) -> bool:
+        """Whether the connection is usable again: the config now names a new grant
+        (a person reconnected it), which resets a parked connection to active."""
+        return self._ensure_record().status == "active"
+
     def _fresh(
         self,
         token: str | None,

@@ -1117,15 +1117,15 @@ class PushEngine:
     def _process_connection(self, connection_id: str, intents: list[PaymentIntent]) -> None:
         with self.store.session() as s:
             conn = s.get(ConnectionRecord, connection_id)
-        if conn is not None and conn.status == "needs_reauth":
-            for intent in intents:
-                self._defer(intent, PARKED_RETRY, "connection_parked", conn.status_reason or "")
-            return
         try:
             adapter = self.adapter(connection_id)
         except NotImplementedError as exc:
             for intent in intents:
                 self._defer(intent, PARKED_RETRY, "provider_not_supported", str(exc))
+            return
+        if conn is not None and conn.status == "needs_reauth" and not self._regranted(adapter):
+            for intent in intents:
+                self._defer(intent, PARKED_RETRY, "connection_parked", conn.status_reason or "")
             return
         work = list(intents)
         for _ in range(MAX_STEPS_PER_CLAIM):
@@ -1156,6 +1156,19 @@ class PushEngine:
         for intent in work:
             if intent.lease_owner == self.worker_id and intent.state not in TERMINAL:
                 self._defer(intent, timedelta(seconds=5), "too_many_steps", "will continue")
+
+    @staticmethod
+    def _regranted(adapter: Adapter) -> bool:
+        """A parked connection whose config now holds a new grant is active again."""
+        tokens = getattr(getattr(adapter, "http", None), "tokens", None)
+        check = getattr(tokens, "regranted", None)
+        if check is None:
+            return False
+        try:
+            return bool(check())
+        except Exception as exc:  # a bad new config: stay parked, say why
+            log.warning("regrant_check_failed", error=repr(exc))
+            return False
 
     def _round(self, work: list[PaymentIntent], adapter: Adapter) -> list[PaymentIntent]:
         """Recover what may have been sent, preflight the rest, send; return what needs more."""

@@ -890,13 +890,15 @@ def _reconcile(world: World, run: ChaosRun) -> None:
         return
     module = importlib.import_module("connector.sync.reconcile")
     report = module.reconcile(world.settings, world.store, clock=world.clock, seed=world.seed)
-    lines = [
-        f"{c.connection_id}:{getattr(c.clearing, 'is_zero', '?')}"
-        for c in getattr(report, "connections", [])
-    ]
-    run.reconcile_summary = f"ok={report.ok} " + " ".join(lines)
-    if not report.ok:
-        run.reconcile_problems.append(f"reconcile not ok: {report!r}"[:2000])
+    lines = getattr(report, "connections", [])
+    zero = sum(1 for c in lines if getattr(c.clearing, "is_zero", False))
+    run.reconcile_summary = (
+        f"ok={report.ok} complete={getattr(report, 'complete', '?')} "
+        f"clearing zero on {zero}/{len(lines)} connections"
+    )
+    if not report.ok or not getattr(report, "complete", True):
+        # After healing nothing may be found, still open, or left unchecked.
+        run.reconcile_problems.append(f"reconcile not ok/complete: {report!r}"[:2000])
 
 
 # ---------------------------------------------------------------------------- the ledgers

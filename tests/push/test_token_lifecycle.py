@@ -134,3 +134,37 @@ def test_required_encryption_without_a_key_stops_start_up(env: Env, tmp_path: Pa
     )
     assert result.returncode == 2
     assert "security.encrypt_tokens" in result.stderr and "CONNECTOR_TOKEN_KEY" in result.stderr
+
+
+def test_a_parked_connection_given_a_new_grant_pushes_again_without_a_read(env: Env) -> None:
+    from pydantic import SecretStr
+
+    from connector.sync.push import AllocationRequest, PushEngine
+
+    inv = env.state.xero.add_invoice(env.tenant, total=Decimal("50.00"))
+    engine = PushEngine(env.settings, env.store, clock=env.clock)
+    env.closers.append(engine)
+    intent = engine.intake(AllocationRequest(env.conn_id, inv["InvoiceNumber"], "20.00")).intent
+    env.state.xero.revoke_grant(env.tenant)
+    engine.run_once(intent_ids=[intent.id])
+    [parked] = engine.intents([intent.id])
+    assert parked.state not in ("applied",)
+    with env.store.session() as s:
+        record = s.get(ConnectionRecord, env.conn_id)
+        assert record is not None and record.status == "needs_reauth"
+    # A person reconnects: a new grant in the ledger, its refresh token in the config.
+    env.state.xero.auth.add_grant("regrant-1", [env.tenant])
+    token = env.state.xero.refresh_token_for(env.tenant)
+    conns = [
+        c.model_copy(update={"refresh_token": SecretStr(token)}) if c.id == env.conn_id else c
+        for c in env.settings.connections
+    ]
+    settings = env.settings.model_copy(update={"connections": conns})
+    fresh = PushEngine(settings, env.store, clock=env.clock)
+    env.closers.append(fresh)
+    env.advance(600)  # past the parked retry
+    [final] = fresh.push_until_final([intent.id], timeout=30)
+    assert final.state == "applied"
+    paid = [p for p in env.state.xero.payments(env.tenant) if p.get("Reference") == final.reference]
+    assert len(paid) == 1
+    assert Decimal(str(env.state.xero.invoice(env.tenant, inv["InvoiceID"])["AmountDue"])) == 30
