@@ -8,7 +8,9 @@ A delivery whose signature is missing or wrong gets 401 and changes nothing.
 
 Routes:
 
-* ``GET /healthz`` → ``{"status": "ok"}``.
+* ``GET /healthz`` → ``{"status": "ok"}`` (the process is alive, nothing more).
+* ``GET /readyz`` (database, migrations, scheduler) and ``GET /metrics`` (Prometheus;
+  bearer token of ``[api] token`` when set): see :mod:`connector.metrics`.
 * ``POST /webhooks/xero/{connection_id}`` and ``POST /webhooks/xero`` (the connection
   found by each event's ``tenantId``): ``x-xero-signature`` = base64(HMAC-SHA256(webhook
   signing key, raw body)). The intent-to-receive probes (no events) get 200 when
@@ -46,6 +48,7 @@ from connector.config import ConnectionSettings, Settings
 from connector.errors import ConnectorError, DocumentNotFound
 from connector.intake_api import IntakeApi
 from connector.logging import get_logger
+from connector.metrics import OpsEndpoints
 from connector.schema import Bill, Contact, Invoice, Payment
 from connector.serving import ThreadedServer
 from connector.store import Store, upsert_records
@@ -422,10 +425,14 @@ class Refresher:
 
 
 def create_api(
-    settings: Settings, store: Store, refresher: Refresher, intake: IntakeApi | None = None
+    settings: Settings,
+    store: Store,
+    refresher: Refresher,
+    intake: IntakeApi | None = None,
+    ops: OpsEndpoints | None = None,
 ) -> Starlette:
-    """The Starlette app: health, provider webhooks (events go to ``refresher``) and,
-    given ``intake``, the ``/v1`` intake API."""
+    """The Starlette app: health, provider webhooks (events go to ``refresher``),
+    given ``intake`` the ``/v1`` intake API, and given ``ops`` ``/readyz`` and ``/metrics``."""
     del store  # the refresher and the intake API write; the webhook routes only queue
     xero_conns = [c for c in settings.connections if c.provider == "xero" and c.enabled]
     qbo_conns = [c for c in settings.connections if c.provider == "quickbooks" and c.enabled]
@@ -527,6 +534,7 @@ def create_api(
             Route("/webhooks/xero/{connection_id}", xero, methods=["POST"]),
             Route("/webhooks/quickbooks", quickbooks, methods=["POST"]),
             *(intake.routes() if intake is not None else []),
+            *(ops.routes() if ops is not None else []),
         ]
     )
 
@@ -548,6 +556,8 @@ class ApiServer:
             job sends them).
         wake: Called after the intake API stored new allocations (e.g. to run the push
             job now instead of at its next tick).
+        scheduler_running: Inside the daemon, whether its scheduler is running (checked
+            by ``/readyz``); None (a server on its own) leaves that check out.
     """
 
     def __init__(
@@ -561,6 +571,7 @@ class ApiServer:
         clock: Clock | None = None,
         engine: PushEngine | None = None,
         wake: Callable[[], None] | None = None,
+        scheduler_running: Callable[[], bool] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -570,6 +581,7 @@ class ApiServer:
         self._owns_engine = engine is None
         self.engine = engine or PushEngine(settings, store, clock=clock)
         self.intake = IntakeApi(settings, store, self.engine, clock=clock, wake=wake)
+        self.ops = OpsEndpoints(settings, store, clock=clock, scheduler_running=scheduler_running)
         self._runner: ThreadedServer | None = None
 
     @property
@@ -588,7 +600,7 @@ class ApiServer:
         if self._runner is not None:
             raise RuntimeError("api server already started")
         runner = ThreadedServer(
-            create_api(self.settings, self.store, self.refresher, self.intake),
+            create_api(self.settings, self.store, self.refresher, self.intake, self.ops),
             self.host,
             self.port,
             name="api server",

@@ -113,6 +113,10 @@ class Daemon:
         self.pull.stop_requested = True
         self.events.stop()
 
+    def scheduler_running(self) -> bool:
+        """Whether the scheduler runs and the daemon is not stopping (``/readyz``)."""
+        return bool(self.scheduler.running) and not self._stop.is_set()
+
     def wake_push(self) -> None:
         """Run the push job now (new allocations came in through the API)."""
         try:
@@ -187,7 +191,13 @@ class Daemon:
 
     def _start_api(self) -> None:
         """Start the webhook server and its refresher; log (not fail) if it cannot bind."""
-        api = ApiServer(self.settings, self.store, clock=self.clock, wake=self.wake_push)
+        api = ApiServer(
+            self.settings,
+            self.store,
+            clock=self.clock,
+            wake=self.wake_push,
+            scheduler_running=self.scheduler_running,
+        )
         try:
             api.start()
         except (OSError, RuntimeError) as exc:
