@@ -240,12 +240,17 @@ class ConnectorCollector(Collector):
         yield refreshed
 
     def _rate_families(self) -> Iterator[Metric]:
-        wanted = {(c.provider, c.tenant) for c in self.settings.connections}
+        # This process's limiters of this store's connections (the key the HTTP
+        # clients use), so another store's traffic in the same process never counts.
+        store_url = str(self.store.url)
+        wanted = {(c.provider, c.base_url.rstrip("/"), c.tenant) for c in self.settings.connections}
         totals: dict[tuple[str, str], list[float]] = {}
         for item in ratelimit.stats():
-            key = (str(item["provider"]), str(item["tenant"]))
-            if key not in wanted:
+            if str(item.get("store")) != store_url:
                 continue
+            if (str(item["provider"]), str(item["base_url"]), str(item["tenant"])) not in wanted:
+                continue
+            key = (str(item["provider"]), str(item["tenant"]))
             t = totals.setdefault(key, [0, 0, 0.0])
             t[0] += int(item["requests"])
             t[1] += int(item["throttled"])

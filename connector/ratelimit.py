@@ -542,5 +542,13 @@ def stats(provider: str | None = None, tenant: str | None = None) -> list[dict[s
     for key, limiter in items:
         _store, prov, base_url, ten = key
         if (provider is None or prov == provider) and (tenant is None or ten == tenant):
-            out.append({"provider": prov, "tenant": ten, "base_url": base_url, **limiter.stats()})
+            out.append(
+                {
+                    "store": _store,
+                    "provider": prov,
+                    "tenant": ten,
+                    "base_url": base_url,
+                    **limiter.stats(),
+                }
+            )
     return out
