@@ -766,38 +766,19 @@ class PushEngine:
                 amount = parse_amount(request.amount, doc_currency)
             except AmountError as exc:
                 raise IntakeError("invalid_amount", str(exc)) from None
-        intent_id = str(uuid.uuid4())
-        marker = f"{conn.reference_prefix}-{uuid.UUID(intent_id).hex[:16]}"
-        reference = f"{request.reference} ({marker})" if request.reference else marker
-        now = self.clock.now()
-        return PaymentIntent(
-            id=intent_id,
-            connection_id=conn.id,
-            idempotency_key=key,
+        return self._new_intent(
+            request,
+            conn,
             fingerprint=fingerprint,
-            state=IntentState.PENDING.value,
-            document_type=request.document_type,
+            key=key,
+            account=account,
+            rate=rate,
+            pay_currency=pay_currency,
+            payment_amount=payment_amount,
             document_ref=request.document.strip(),
-            document_remote_id=doc.remote_id if doc else None,
-            document_number=doc.number if doc else None,
-            contact_remote_id=doc.contact_remote_id if doc else None,
+            doc=doc,
             amount=amount,
             currency=doc_currency,
-            currency_rate=rate,
-            payment_currency=pay_currency if payment_amount is not None else None,
-            payment_amount=payment_amount,
-            transaction_date=request.transaction_date or self._ledger_today(conn.timezone),
-            account_code=account,
-            caller_reference=request.reference,
-            reference=reference,
-            key_version=1,
-            provider_key=self._provider_key(conn.reference_prefix, intent_id, 1),
-            overpayment=conn.overpayment,
-            preflight_balance=doc.balance if doc else None,
-            preflight_row_version=doc.row_version if doc else None,
-            next_attempt_at=now,
-            created_at=now,
-            updated_at=now,
         )
 
     def _prepare_lines(
@@ -885,11 +866,44 @@ class PushEngine:
         payment_amount: Decimal | None = None
         if pay_currency is not None and pay_currency != doc_currency:
             payment_amount = parse_amount(request.amount, pay_currency)
+        return self._new_intent(
+            request,
+            conn,
+            fingerprint=fingerprint,
+            key=key,
+            account=account,
+            rate=rate,
+            pay_currency=pay_currency,
+            payment_amount=payment_amount,
+            document_ref=request.lines[0].document.strip(),
+            doc=docs[0],
+            amount=total,
+            currency=doc_currency,
+            lines=json.dumps(lines),
+        )
+
+    def _new_intent(
+        self,
+        request: AllocationRequest,
+        conn: ConnectionSettings,
+        *,
+        fingerprint: str,
+        key: str,
+        account: str,
+        rate: Decimal | None,
+        pay_currency: str | None,
+        payment_amount: Decimal | None,
+        document_ref: str,
+        doc: DocumentSnapshot | None,
+        amount: Decimal,
+        currency: str,
+        lines: str | None = None,
+    ) -> PaymentIntent:
+        """The unsaved intent of a validated allocation (``doc`` None: read at preflight)."""
         intent_id = str(uuid.uuid4())
         marker = f"{conn.reference_prefix}-{uuid.UUID(intent_id).hex[:16]}"
         reference = f"{request.reference} ({marker})" if request.reference else marker
         now = self.clock.now()
-        first = docs[0]
         return PaymentIntent(
             id=intent_id,
             connection_id=conn.id,
@@ -897,12 +911,12 @@ class PushEngine:
             fingerprint=fingerprint,
             state=IntentState.PENDING.value,
             document_type=request.document_type,
-            document_ref=request.lines[0].document.strip(),
-            document_remote_id=first.remote_id,
-            document_number=first.number,
-            contact_remote_id=first.contact_remote_id,
-            amount=total,
-            currency=doc_currency,
+            document_ref=document_ref,
+            document_remote_id=doc.remote_id if doc else None,
+            document_number=doc.number if doc else None,
+            contact_remote_id=doc.contact_remote_id if doc else None,
+            amount=amount,
+            currency=currency,
             currency_rate=rate,
             payment_currency=pay_currency if payment_amount is not None else None,
             payment_amount=payment_amount,
@@ -913,9 +927,9 @@ class PushEngine:
             key_version=1,
             provider_key=self._provider_key(conn.reference_prefix, intent_id, 1),
             overpayment=conn.overpayment,
-            preflight_balance=first.balance,
-            preflight_row_version=first.row_version,
-            lines=json.dumps(lines),
+            preflight_balance=doc.balance if doc else None,
+            preflight_row_version=doc.row_version if doc else None,
+            lines=lines,
             next_attempt_at=now,
             created_at=now,
             updated_at=now,

@@ -55,7 +55,7 @@ from connector.schema import Payment
 from connector.state import TERMINAL, IntentState, PaymentIntent
 from connector.store import Store
 from connector.sync.pull import PullEngine
-from connector.sync.push import PushEngine, payment_request
+from connector.sync.push import PushEngine, payment_request, unapplied_amount
 
 __all__ = [
     "EXIT_FINDINGS",
@@ -407,16 +407,9 @@ def _sent_amount(intent: PaymentIntent) -> Decimal:
     return intent.send_amount if intent.send_amount is not None else intent.amount
 
 
-def _unapplied(intent: PaymentIntent) -> Decimal:
-    """What the payment carries on top, left as the contact's unapplied credit."""
-    if intent.overpayment != "leave_unapplied" or intent.send_amount is None:
-        return Decimal(0)
-    return max(Decimal(0), intent.amount - intent.send_amount)
-
-
 def _expected_amount(intent: PaymentIntent) -> Decimal:
     """The total of the ledger payment of an applied intent (the unified ``total_amount``)."""
-    return _sent_amount(intent) + _unapplied(intent)
+    return _sent_amount(intent) + unapplied_amount(intent)
 
 
 def _payment_request(intent: PaymentIntent) -> PaymentRequest:
